@@ -1,0 +1,35 @@
+//! Connectors: turn a communication into a channel's wire format, send it, and classify the answer
+//! once, explicitly. Also the parsers for what channels send back (delivery reports, webhooks).
+//!
+//! # Layout
+//! - [`outcome`]: [`Outcome`] (sent / retry / fail / unknown) and the shared HTTP classification
+//!   (`Retry-After`, status codes, transport errors).
+//! - [`sms`]: the SMS gateway connector (Kannel `sendsms` and JSON dialects) and delivery-report
+//!   parsing.
+//!
+//! Connectors are the open set of the hub, so a trait object: the hub builds one per enabled
+//! channel from its config and wraps it in the channel's policy stack. Policy (timeouts, rate,
+//! retries) is not a connector's business; classification is.
+
+pub mod outcome;
+pub mod sms;
+
+use async_trait::async_trait;
+use clm_contracts::{ChannelId, Communication};
+
+pub use outcome::{Outcome, Report};
+
+/// One channel's sending side.
+#[async_trait]
+pub trait Connector: Send + Sync + 'static {
+    fn channel(&self) -> ChannelId;
+
+    /// Makes one attempt. Never panics on a bad answer: every answer becomes an [`Outcome`].
+    /// The caller bounds it with the per-attempt timeout.
+    async fn send(&self, comm: &Communication) -> Outcome;
+}
+
+/// Installs the one crypto provider every TLS user in the process shares (ring). Idempotent.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

@@ -1,0 +1,347 @@
+//! Start-up and shutdown: builds the store, connectors, channels and tasks from the config, serves
+//! the API, and on shutdown drains everything in order (stop taking work → finish in-flight sends
+//! → write their outcomes → publish the outbox → close the store).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clm_connectors::Connector;
+use clm_connectors::sms::{Dialect, SmsConfig, SmsConnector};
+use clm_contracts::ChannelId;
+use clm_mocks::SmsMock;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::{Config, SmsDialect};
+use crate::dispatcher::{self, Channel, Finisher};
+use crate::events::{self, EventBus};
+use crate::state::Shared;
+use crate::store::Store;
+
+/// The bundled mocks a sandboxed hub runs in-process.
+pub struct Sandbox {
+    pub sms: SmsMock,
+}
+
+/// A running hub.
+pub struct Hub {
+    pub addr: std::net::SocketAddr,
+    pub shared: Arc<Shared>,
+    pub sandbox: Option<Sandbox>,
+    shutdown: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl Hub {
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Graceful stop: in-flight sends finish, their outcomes are written, nothing claimed is left.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = self.task.await;
+        if let Some(s) = self.sandbox {
+            s.sms.shutdown().await;
+        }
+    }
+
+    /// Resolves when the hub stopped by itself or after `stop`.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+}
+
+/// Runs until `shutdown` is cancelled, then stops gracefully.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let hub = start(config, listener).await?;
+    print_banner(&hub);
+    shutdown.cancelled().await;
+    info!("shutting down: finishing in-flight sends");
+    hub.stop().await;
+    info!("stopped");
+    Ok(())
+}
+
+fn sms_connector(
+    config: &Config,
+    public_url: &str,
+    sandbox: Option<&SmsMock>,
+) -> anyhow::Result<Arc<dyn Connector>> {
+    let ch = config.channel(ChannelId::Sms);
+    let g = ch.gateway.as_ref();
+    let dialect = match g.map(|g| g.dialect) {
+        Some(SmsDialect::Json) => Dialect::Json,
+        _ => Dialect::Kannel,
+    };
+    let url = match (sandbox, dialect) {
+        (Some(m), Dialect::Kannel) => m.kannel_url(),
+        (Some(m), Dialect::Json) => m.json_url(),
+        (None, _) => g.context("channels.sms.gateway is required")?.url.clone(),
+    };
+    let (username, password) = match (sandbox, g) {
+        (None, Some(g)) => (g.username.clone(), g.password.clone()),
+        _ => (None, None),
+    };
+    let reports = g.is_none_or(|g| g.delivery_reports);
+    let cfg = SmsConfig {
+        dialect,
+        url,
+        username,
+        password,
+        from: g.map_or_else(|| "CLM".to_owned(), |g| g.from.clone()),
+        dlr_mask: g.map_or(clm_contracts::sms::wire::kannel::DLR_MASK_ALL, |g| {
+            g.dlr_mask
+        }),
+        dlr_url: reports.then(|| format!("{}/ingest/sms", public_url.trim_end_matches('/'))),
+        dlr_token: ch.ingest.token.clone(),
+        connect_timeout: Duration::from_millis(ch.policy.timeout_ms.min(5_000)),
+        pool_size: ch.policy.concurrency as usize,
+    };
+    Ok(Arc::new(
+        SmsConnector::new(cfg).context("building the SMS HTTP client")?,
+    ))
+}
+
+/// Starts a hub on `listener` and returns once it serves.
+pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Hub> {
+    clm_connectors::install_crypto_provider();
+    let addr = listener.local_addr()?;
+    let public_url = config
+        .server
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"));
+    let store_url = config.store_url();
+    let store = Store::connect(&store_url, config.store.max_connections)
+        .await
+        .with_context(|| {
+            format!(
+                "store.url: cannot open the store ({})",
+                redact_url(&store_url)
+            )
+        })?;
+
+    let sandbox = if config.sandbox {
+        let sms = SmsMock::start(([127, 0, 0, 1], 0).into())
+            .await
+            .context("starting the bundled SMS mock")?;
+        Some(Sandbox { sms })
+    } else {
+        None
+    };
+
+    let mut channels = BTreeMap::new();
+    for id in ChannelId::ALL {
+        let cfg = config.channel(id);
+        if !cfg.enabled {
+            continue;
+        }
+        let connector = match id {
+            ChannelId::Sms => {
+                sms_connector(&config, &public_url, sandbox.as_ref().map(|s| &s.sms))?
+            }
+            other => {
+                anyhow::bail!("channels.{other}.enabled: no connector for {other} in this build")
+            }
+        };
+        channels.insert(
+            id,
+            Arc::new(Channel::new(id, cfg.policy.clone(), connector)),
+        );
+    }
+    for id in store.paused_channels().await? {
+        if let Some(ch) = channels.get(&id) {
+            ch.set_paused(true);
+        }
+    }
+
+    let instance = format!("{}-{}", hostname(), uuid::Uuid::new_v4().simple());
+    let outbox_wake = Arc::new(Notify::new());
+    let finisher_stop = CancellationToken::new();
+    let wake = Arc::clone(&outbox_wake);
+    let (finisher, finisher_task) = Finisher::start(
+        store.clone(),
+        instance.clone(),
+        finisher_stop.clone(),
+        move || wake.notify_one(),
+    );
+    let bus = EventBus::default();
+    let shared = Arc::new(Shared::new(
+        config,
+        store.clone(),
+        instance,
+        channels,
+        finisher,
+        bus.clone(),
+        Arc::clone(&outbox_wake),
+        public_url,
+    ));
+    shared.mark_cancelled(store.cancelled_campaigns().await?);
+
+    let shutdown = CancellationToken::new();
+    let mut dispatchers = Vec::new();
+    for ch in shared.channels.values() {
+        dispatchers.push(tokio::spawn(dispatcher::run_channel(
+            Arc::clone(&shared),
+            Arc::clone(ch),
+            shutdown.clone(),
+        )));
+    }
+    let outbox_stop = CancellationToken::new();
+    let publisher = tokio::spawn(events::publish_loop(
+        store.clone(),
+        bus,
+        outbox_wake,
+        Arc::clone(&shared.metrics.events_published),
+        outbox_stop.clone(),
+    ));
+    let housekeeping = tokio::spawn(housekeeping(Arc::clone(&shared), shutdown.clone()));
+
+    let app = crate::api::router(Arc::clone(&shared));
+    let server_stop = shutdown.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { server_stop.cancelled().await })
+            .await
+    });
+
+    let token = shutdown.clone();
+    let task = tokio::spawn(async move {
+        token.cancelled().await;
+        // Stop taking work; dispatchers give back unsent claims and wait for in-flight sends.
+        for d in dispatchers {
+            let _ = d.await;
+        }
+        let _ = housekeeping.await;
+        // Every send has submitted its outcome: write them, then publish what they announced.
+        finisher_stop.cancel();
+        let _ = finisher_task.await;
+        outbox_stop.cancel();
+        let _ = publisher.await;
+        match tokio::time::timeout(Duration::from_secs(10), server).await {
+            Ok(Ok(Err(e))) => warn!(error = %e, "HTTP server ended with an error"),
+            Err(_) => warn!("HTTP server did not stop within 10 s"),
+            _ => {}
+        }
+        store.close().await;
+    });
+    info!(%addr, store = shared.store.backend(), sandbox = shared.config.sandbox, "hub started");
+    Ok(Hub {
+        addr,
+        shared,
+        sandbox,
+        shutdown,
+        task,
+    })
+}
+
+/// Reaps expired claims (instances that died mid-send) and picks up cancellations and pauses made
+/// through other instances.
+async fn housekeeping(shared: Arc<Shared>, shutdown: CancellationToken) {
+    let mut reap = tokio::time::interval(Duration::from_secs(15));
+    let mut refresh = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = reap.tick() => {
+                match shared.store.reap_expired_claims(chrono::Utc::now()).await {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        info!(count = n, "expired claims made due again");
+                        for ch in shared.channels.values() { ch.wake(); }
+                        shared.outbox_wake.notify_one();
+                    }
+                    Err(e) => warn!(error = %e, "reaping expired claims failed"),
+                }
+            }
+            _ = refresh.tick() => {
+                if let Ok(c) = shared.store.cancelled_campaigns().await {
+                    shared.mark_cancelled(c);
+                }
+                if let Ok(paused) = shared.store.paused_channels().await {
+                    for (id, ch) in &shared.channels {
+                        let p = paused.contains(id);
+                        if p != ch.is_paused() { ch.set_paused(p); }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "hub".into())
+}
+
+/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+fn print_banner(hub: &Hub) {
+    let c = &hub.shared.config;
+    let base = hub.base_url();
+    let auth = if c.api_is_open() {
+        "open (no token: loopback only)".to_owned()
+    } else {
+        "bearer token required".to_owned()
+    };
+    let header = if c.api_is_open() {
+        String::new()
+    } else {
+        " -H 'Authorization: Bearer $CLM_HUB_TOKEN'".into()
+    };
+    println!("\nCLM Channel Hub is running");
+    println!("  API        {base}/v1   ({auth})");
+    println!("  store      {}", redact_url(&c.store_url()));
+    println!("  queue      {}", c.queue.url);
+    println!("  metrics    {base}/metrics    health {base}/healthz  {base}/readyz");
+    if let Some(s) = &hub.sandbox {
+        println!(
+            "  sandbox    channels go to bundled mocks; SMS mock at http://{} (control: {})",
+            s.sms.addr(),
+            s.sms.control_url()
+        );
+    }
+    let id = uuid::Uuid::new_v4();
+    println!(
+        "\nSend an SMS:\n  curl -s{header} -H 'Content-Type: application/json' {base}/v1/communications -d '{{\"id\":\"{id}\",\"campaign_id\":\"demo\",\"customer_id\":\"c-1\",\"channel\":\"sms\",\"recipient\":\"+79001234567\",\"content\":{{\"text\":\"Привет! Ваш бонус ждёт вас\"}}}}'"
+    );
+    println!("Then see what happened to it:\n  curl -s{header} {base}/v1/communications/{id}\n");
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn urls_lose_their_passwords() {
+        assert_eq!(
+            super::redact_url("postgres://u:pw@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(
+            super::redact_url("sqlite://data/hub.db"),
+            "sqlite://data/hub.db"
+        );
+    }
+}

@@ -1,0 +1,638 @@
+//! Configuration in layers: built-in defaults → TOML file (`--config`) → `CLM_HUB__SECTION__KEY`
+//! environment variables; then validation whose messages name the key. Unknown keys are rejected.
+//!
+//! With no file at all the hub runs its embedded default: SQLite under `./data`, the in-process
+//! queue, and `sandbox = true` (every channel pointed at the bundled in-process mocks).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clm_contracts::ChannelId;
+use figment::Figment;
+use figment::providers::{Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// Everything the hub reads at start-up.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Point every channel at the bundled in-process mocks, whatever store and queue are used.
+    pub sandbox: bool,
+    /// Where the embedded default keeps its SQLite file.
+    pub data_dir: PathBuf,
+    pub server: ServerConfig,
+    pub store: StoreConfig,
+    pub queue: QueueConfig,
+    pub coordination: CoordinationConfig,
+    pub dispatcher: DispatcherConfig,
+    /// Per channel, keyed by channel id (`channels.sms`, …).
+    pub channels: BTreeMap<ChannelId, ChannelConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address the API, ingest and metrics listen on.
+    pub listen: SocketAddr,
+    /// How channels reach this hub (delivery-report URLs); defaults to `http://<listen>`.
+    pub public_url: Option<String>,
+    /// Bearer token for `/v1`; required when `listen` is not a loopback address.
+    pub api_token: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// `sqlite://path` or `postgres://…`; empty means SQLite in `data_dir`.
+    pub url: Option<String>,
+    /// Pool size (PostgreSQL); SQLite uses one writer and a few readers.
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueConfig {
+    /// `memory` (the in-process queue) or `amqp://…` (RabbitMQ, not in this build yet).
+    pub url: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CoordinationConfig {
+    /// `memory` (one instance) or `redis://…` (shared limits, not in this build yet).
+    pub url: String,
+}
+
+/// Store-side knobs of the dispatcher, the same for every channel.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DispatcherConfig {
+    /// Most communications claimed in one round trip.
+    pub claim_batch: u32,
+    /// How long a claim is held before another instance may take the communication over.
+    pub lease_secs: u64,
+    /// Idle poll interval when nothing is due (intake wakes the dispatcher earlier).
+    pub poll_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChannelConfig {
+    pub enabled: bool,
+    pub policy: PolicyConfig,
+    pub ingest: IngestAuthConfig,
+    /// SMS gateway (only for `channels.sms`).
+    pub gateway: Option<SmsGatewayConfig>,
+}
+
+/// The one request-policy block every channel has.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    /// Messages per second.
+    pub rate: f64,
+    /// Messages that may go at once above the rate.
+    pub burst: u32,
+    /// Requests in flight at once.
+    pub concurrency: u32,
+    /// Per-attempt timeout.
+    pub timeout_ms: u64,
+    /// Attempts before a retryable failure becomes `failed`.
+    pub max_attempts: u32,
+    /// First retry delay; doubled per attempt, full jitter, capped by `backoff_max_ms`.
+    pub backoff_initial_ms: u64,
+    pub backoff_max_ms: u64,
+    /// What a timeout after the request went out means: `unknown` (do not resend blindly) or `retry`.
+    pub on_timeout: TimeoutPolicy,
+    pub breaker: BreakerConfig,
+    pub window: Option<WindowConfig>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimeoutPolicy {
+    Unknown,
+    Retry,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BreakerConfig {
+    /// Consecutive retryable failures that open the breaker.
+    pub failure_threshold: u32,
+    /// How long it stays open before one probe is let through.
+    pub open_ms: u64,
+}
+
+/// Quiet hours: sends happen only between `start` and `end` local time.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowConfig {
+    /// `HH:MM`, inclusive.
+    pub start: String,
+    /// `HH:MM`, exclusive; may be earlier than `start` (a window across midnight).
+    pub end: String,
+    /// Zone used when the communication carries none.
+    #[serde(default = "default_tz")]
+    pub timezone: String,
+}
+
+fn default_tz() -> String {
+    "Europe/Moscow".into()
+}
+
+/// How `/ingest/<channel>` callers prove who they are. Either may be set; both may.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestAuthConfig {
+    /// Shared token, as `?token=` or header `X-CLM-Token`.
+    pub token: Option<String>,
+    /// HMAC-SHA256 secret; header `X-CLM-Signature: sha256=<hex>` of the body (of the raw query for GET).
+    pub hmac_secret: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmsGatewayConfig {
+    pub dialect: SmsDialect,
+    /// Full URL of `sendsms` (Kannel) or of the JSON send endpoint.
+    pub url: String,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Alpha sender name or short number.
+    #[serde(default = "default_from")]
+    pub from: String,
+    /// Kannel `dlr-mask`.
+    #[serde(default = "default_dlr_mask")]
+    pub dlr_mask: u32,
+    /// Ask the gateway for delivery reports.
+    #[serde(default = "yes")]
+    pub delivery_reports: bool,
+}
+
+fn default_from() -> String {
+    "CLM".into()
+}
+fn default_dlr_mask() -> u32 {
+    clm_contracts::sms::wire::kannel::DLR_MASK_ALL
+}
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SmsDialect {
+    Kannel,
+    Json,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let mut channels = BTreeMap::new();
+        channels.insert(ChannelId::Sms, ChannelConfig::default_for(ChannelId::Sms));
+        Config {
+            sandbox: true,
+            data_dir: PathBuf::from("data"),
+            server: ServerConfig::default(),
+            store: StoreConfig::default(),
+            queue: QueueConfig::default(),
+            coordination: CoordinationConfig::default(),
+            dispatcher: DispatcherConfig::default(),
+            channels,
+        }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: ([127, 0, 0, 1], 8080).into(),
+            public_url: None,
+            api_token: None,
+        }
+    }
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            url: None,
+            max_connections: 16,
+        }
+    }
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            url: "memory".into(),
+        }
+    }
+}
+
+impl Default for CoordinationConfig {
+    fn default() -> Self {
+        CoordinationConfig {
+            url: "memory".into(),
+        }
+    }
+}
+
+impl Default for DispatcherConfig {
+    fn default() -> Self {
+        DispatcherConfig {
+            claim_batch: 500,
+            lease_secs: 300,
+            poll_ms: 250,
+        }
+    }
+}
+
+impl Default for ChannelConfig {
+    fn default() -> Self {
+        ChannelConfig {
+            enabled: false,
+            policy: PolicyConfig::default(),
+            ingest: IngestAuthConfig::default(),
+            gateway: None,
+        }
+    }
+}
+
+impl ChannelConfig {
+    /// The built-in default of a channel: SMS is enabled (it has a connector); others are not yet.
+    pub fn default_for(channel: ChannelId) -> Self {
+        ChannelConfig {
+            enabled: channel == ChannelId::Sms,
+            ..ChannelConfig::default()
+        }
+    }
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig {
+            rate: 100.0,
+            burst: 100,
+            concurrency: 64,
+            timeout_ms: 10_000,
+            max_attempts: 5,
+            backoff_initial_ms: 1_000,
+            backoff_max_ms: 600_000,
+            on_timeout: TimeoutPolicy::Unknown,
+            breaker: BreakerConfig::default(),
+            window: None,
+        }
+    }
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        BreakerConfig {
+            failure_threshold: 20,
+            open_ms: 30_000,
+        }
+    }
+}
+
+/// Start-up refused: the message names the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config: {0}")]
+    Load(#[from] Box<figment::Error>),
+    #[error("config key `{key}`: {message}")]
+    Invalid { key: String, message: String },
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+impl Config {
+    /// Defaults, then the file (if any), then `CLM_HUB__…` variables from `env`; validated.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(invalid(
+                    "--config",
+                    format!("file {} does not exist", path.display()),
+                ));
+            }
+            // A config file means a deliberate deployment: sandbox only if it says so.
+            fig = fig.merge(Serialized::default("sandbox", false));
+            fig = fig.merge(Toml::file_exact(path));
+        }
+        let vars: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("CLM_HUB__"))
+            .collect();
+        fig = fig.merge(env_provider(vars));
+        let mut config: Config = fig.extract().map_err(|e| ConfigError::Load(Box::new(e)))?;
+        config.fill_channel_defaults();
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Channels named in the file get SMS's enablement default only when they are SMS.
+    fn fill_channel_defaults(&mut self) {
+        for id in ChannelId::ALL {
+            self.channels
+                .entry(id)
+                .or_insert_with(|| ChannelConfig::default_for(id));
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(url) = &self.store.url
+            && !(url.starts_with("sqlite:")
+                || url.starts_with("postgres://")
+                || url.starts_with("postgresql://"))
+        {
+            return Err(invalid(
+                "store.url",
+                "must start with sqlite: or postgres://",
+            ));
+        }
+        if self.queue.url != "memory" {
+            return Err(invalid(
+                "queue.url",
+                "only `memory` (the in-process queue) is available in this build; AMQP intake is not built yet",
+            ));
+        }
+        if self.coordination.url != "memory" {
+            return Err(invalid(
+                "coordination.url",
+                "only `memory` is available in this build; Redis coordination is not built yet",
+            ));
+        }
+        if let Some(u) = &self.server.public_url
+            && !(u.starts_with("http://") || u.starts_with("https://"))
+        {
+            return Err(invalid(
+                "server.public_url",
+                "must be an http:// or https:// URL",
+            ));
+        }
+        if self.dispatcher.claim_batch == 0 || self.dispatcher.claim_batch > 5000 {
+            return Err(invalid(
+                "dispatcher.claim_batch",
+                "must be between 1 and 5000",
+            ));
+        }
+        let open = self.server.listen.ip().is_loopback();
+        if !open && self.server.api_token.as_deref().is_none_or(str::is_empty) {
+            return Err(invalid(
+                "server.api_token",
+                format!(
+                    "is required when server.listen ({}) is not a loopback address",
+                    self.server.listen
+                ),
+            ));
+        }
+        for (id, ch) in &self.channels {
+            let key = |k: &str| format!("channels.{id}.{k}");
+            let p = &ch.policy;
+            if !(p.rate.is_finite() && p.rate > 0.0) {
+                return Err(invalid(
+                    key("policy.rate"),
+                    "must be a positive number of messages per second",
+                ));
+            }
+            if p.burst == 0 {
+                return Err(invalid(key("policy.burst"), "must be at least 1"));
+            }
+            if p.concurrency == 0 {
+                return Err(invalid(key("policy.concurrency"), "must be at least 1"));
+            }
+            if p.timeout_ms == 0 {
+                return Err(invalid(key("policy.timeout_ms"), "must be at least 1"));
+            }
+            if p.max_attempts == 0 {
+                return Err(invalid(key("policy.max_attempts"), "must be at least 1"));
+            }
+            if p.backoff_max_ms < p.backoff_initial_ms {
+                return Err(invalid(
+                    key("policy.backoff_max_ms"),
+                    "must not be below policy.backoff_initial_ms",
+                ));
+            }
+            if p.breaker.failure_threshold == 0 {
+                return Err(invalid(
+                    key("policy.breaker.failure_threshold"),
+                    "must be at least 1",
+                ));
+            }
+            if let Some(w) = &p.window {
+                crate::policy::window::SendWindow::parse(w)
+                    .map_err(|m| invalid(key("policy.window"), m))?;
+            }
+            if ch.gateway.is_some() && *id != ChannelId::Sms {
+                return Err(invalid(key("gateway"), "only channels.sms has a gateway"));
+            }
+            if !ch.enabled {
+                continue;
+            }
+            if *id != ChannelId::Sms {
+                return Err(invalid(
+                    key("enabled"),
+                    "this build has a connector for sms only; the other channels come in later releases",
+                ));
+            }
+            if !self.sandbox {
+                match &ch.gateway {
+                    None => {
+                        return Err(invalid(
+                            key("gateway"),
+                            "the channel is enabled but not configured (and sandbox = false)",
+                        ));
+                    }
+                    Some(g) if !(g.url.starts_with("http://") || g.url.starts_with("https://")) => {
+                        return Err(invalid(
+                            key("gateway.url"),
+                            "must be an http:// or https:// URL",
+                        ));
+                    }
+                    Some(_) => {}
+                }
+            }
+            if !open && ch.ingest.token.is_none() && ch.ingest.hmac_secret.is_none() {
+                return Err(invalid(
+                    key("ingest.token"),
+                    "an ingest token or hmac_secret is required when server.listen is not a loopback address",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The store URL, with the embedded default filled in.
+    pub fn store_url(&self) -> String {
+        match &self.store.url {
+            Some(u) if !u.is_empty() => u.clone(),
+            _ => format!("sqlite://{}", self.data_dir.join("hub.db").display()),
+        }
+    }
+
+    /// Whether `/v1` runs without a token (loopback only).
+    pub fn api_is_open(&self) -> bool {
+        self.server.api_token.is_none()
+    }
+
+    pub fn channel(&self, id: ChannelId) -> &ChannelConfig {
+        &self.channels[&id]
+    }
+}
+
+/// `CLM_HUB__CHANNELS__SMS__POLICY__RATE=50` → `channels.sms.policy.rate = 50`.
+fn env_provider(vars: Vec<(String, String)>) -> impl figment::Provider {
+    // Figment's Env reads the process environment; we take a captured list instead so tests
+    // and `load` callers control exactly what is seen. Values are typed as figment's Env types them.
+    let map: BTreeMap<String, String> = vars.into_iter().collect();
+    let mut dict = figment::value::Dict::new();
+    for (k, v) in map {
+        let path: Vec<String> = k["CLM_HUB__".len()..]
+            .split("__")
+            .map(|s| s.to_ascii_lowercase())
+            .collect();
+        insert_path(&mut dict, &path, parse_env_value(&v));
+    }
+    Serialized::defaults(dict)
+}
+
+fn insert_path(dict: &mut figment::value::Dict, path: &[String], value: figment::value::Value) {
+    use figment::value::{Dict, Value};
+    match path {
+        [] => {}
+        [last] => {
+            dict.insert(last.clone(), value);
+        }
+        [head, rest @ ..] => {
+            let entry = dict
+                .entry(head.clone())
+                .or_insert_with(|| Value::from(Dict::new()));
+            if let Value::Dict(_, inner) = entry {
+                insert_path(inner, rest, value);
+            } else {
+                let mut inner = Dict::new();
+                insert_path(&mut inner, rest, value);
+                *entry = Value::from(inner);
+            }
+        }
+    }
+}
+
+/// Environment values are typed like figment's `Env`: numbers, booleans, else strings.
+fn parse_env_value(v: &str) -> figment::value::Value {
+    use figment::value::Value;
+    v.parse::<Value>()
+        .unwrap_or_else(|_| Value::from(v.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn no_file_means_the_embedded_default_in_sandbox() {
+        let c = Config::load(None, env(&[])).unwrap();
+        assert!(c.sandbox);
+        assert!(c.channel(ChannelId::Sms).enabled);
+        assert!(!c.channel(ChannelId::Wink).enabled);
+        assert!(c.store_url().starts_with("sqlite://"));
+    }
+
+    #[test]
+    fn environment_overrides_nested_keys() {
+        let c = Config::load(
+            None,
+            env(&[
+                ("CLM_HUB__CHANNELS__SMS__POLICY__RATE", "42.5"),
+                ("CLM_HUB__SERVER__LISTEN", "127.0.0.1:9999"),
+                ("OTHER", "x"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.channel(ChannelId::Sms).policy.rate, 42.5);
+        assert_eq!(c.server.listen.port(), 9999);
+    }
+
+    #[test]
+    fn a_bad_value_is_named_by_its_key() {
+        let err = Config::load(None, env(&[("CLM_HUB__CHANNELS__SMS__POLICY__RATE", "0")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("channels.sms.policy.rate"), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hub.toml");
+        std::fs::write(
+            &path,
+            "sandbox = true\n[server]\nlisten = \"127.0.0.1:1\"\nlissen = 3\n",
+        )
+        .unwrap();
+        let err = Config::load(Some(&path), env(&[])).unwrap_err().to_string();
+        assert!(err.contains("lissen"), "{err}");
+    }
+
+    #[test]
+    fn a_file_without_sandbox_needs_every_enabled_channel_configured() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hub.toml");
+        std::fs::write(&path, "[channels.sms]\nenabled = true\n").unwrap();
+        let err = Config::load(Some(&path), env(&[])).unwrap_err().to_string();
+        assert!(err.contains("channels.sms.gateway"), "{err}");
+    }
+
+    #[test]
+    fn a_public_listener_needs_tokens() {
+        let err = Config::load(None, env(&[("CLM_HUB__SERVER__LISTEN", "0.0.0.0:8080")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("server.api_token"), "{err}");
+        let err = Config::load(
+            None,
+            env(&[
+                ("CLM_HUB__SERVER__LISTEN", "0.0.0.0:8080"),
+                ("CLM_HUB__SERVER__API_TOKEN", "s3cret"),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("channels.sms.ingest.token"), "{err}");
+    }
+
+    #[test]
+    fn a_window_must_parse() {
+        let err = Config::load(
+            None,
+            env(&[
+                ("CLM_HUB__CHANNELS__SMS__POLICY__WINDOW__START", "9am"),
+                ("CLM_HUB__CHANNELS__SMS__POLICY__WINDOW__END", "21:00"),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("channels.sms.policy.window"), "{err}");
+    }
+}

@@ -1,0 +1,284 @@
+//! One claimed batch through the policy stack, and one attempt's outcome into a [`Finish`].
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use clm_connectors::Outcome;
+use clm_contracts::{Classification, Status};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use super::channel::Channel;
+use super::give_back;
+use crate::config::TimeoutPolicy;
+use crate::policy::backoff::retry_delay;
+use crate::policy::breaker::Admit;
+use crate::state::Shared;
+use crate::store::{AttemptRow, Claimed, Finish};
+
+/// Longest throttle or breaker wait held in memory; longer ones give the claims back.
+const HOLD_AT_MOST: Duration = Duration::from_secs(2);
+
+fn chrono_after(d: Duration) -> DateTime<Utc> {
+    Utc::now() + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::days(365))
+}
+
+/// Finishes without an attempt (expired, cancelled).
+fn finish_unsent(c: &Claimed, status: Status, reason: &str) -> Finish {
+    Finish {
+        id: c.comm.id,
+        campaign_id: c.comm.campaign_id.clone(),
+        channel: c.comm.channel,
+        attempt: None,
+        status,
+        reason: Some(reason.to_owned()),
+        external_id: None,
+        next_attempt_at: None,
+        attempts: c.attempts,
+    }
+}
+
+pub async fn dispatch_batch(
+    shared: &Arc<Shared>,
+    ch: &Arc<Channel>,
+    claimed: Vec<Claimed>,
+    shutdown: &CancellationToken,
+) {
+    let mut queue = claimed.into_iter();
+    while let Some(c) = queue.next() {
+        let now = Utc::now();
+        // 1. validity and cancellation
+        if c.comm.expires_at.is_some_and(|e| e <= now) {
+            ch.counters.expired.fetch_add(1, Ordering::Relaxed);
+            shared
+                .finisher
+                .submit(finish_unsent(
+                    &c,
+                    Status::Expired,
+                    "expires_at passed before the channel took it",
+                ))
+                .await;
+            continue;
+        }
+        if shared.is_cancelled(&c.comm.campaign_id) {
+            ch.counters.cancelled.fetch_add(1, Ordering::Relaxed);
+            shared
+                .finisher
+                .submit(finish_unsent(&c, Status::Cancelled, "campaign cancelled"))
+                .await;
+            continue;
+        }
+        // 2. send window
+        if let Some(w) = &ch.window
+            && let Some(open) = w.next_open(now, c.comm.timezone.as_deref())
+        {
+            give_back(shared, vec![c], open, "outside the send window").await;
+            continue;
+        }
+        // 3. rate limit
+        tokio::select! {
+            _ = ch.limiter.until_ready() => {}
+            _ = shutdown.cancelled() => {
+                let rest: Vec<Claimed> = std::iter::once(c).chain(queue).collect();
+                give_back(shared, rest, Utc::now(), "hub shutting down").await;
+                return;
+            }
+        }
+        // 4. channel throttle (429 seen)
+        if let Some(wait) = ch.throttled_for() {
+            if wait > HOLD_AT_MOST || ch.is_paused() {
+                let rest: Vec<Claimed> = std::iter::once(c).chain(queue).collect();
+                give_back(shared, rest, chrono_after(wait), "channel throttled").await;
+                return;
+            }
+            tokio::time::sleep(wait).await;
+        }
+        if ch.is_paused() {
+            let rest: Vec<Claimed> = std::iter::once(c).chain(queue).collect();
+            give_back(shared, rest, Utc::now(), "channel paused").await;
+            return;
+        }
+        // 5. concurrency
+        let permit = tokio::select! {
+            p = ch.slots.clone().acquire_owned() => p.expect("semaphore never closed"),
+            _ = shutdown.cancelled() => {
+                let rest: Vec<Claimed> = std::iter::once(c).chain(queue).collect();
+                give_back(shared, rest, Utc::now(), "hub shutting down").await;
+                return;
+            }
+        };
+        // 6. circuit breaker
+        let probe = match ch.breaker.admit(Instant::now()) {
+            Admit::Yes => false,
+            Admit::Probe => true,
+            Admit::No { until } => {
+                let wait = until.saturating_duration_since(Instant::now());
+                let rest: Vec<Claimed> = std::iter::once(c).chain(queue).collect();
+                give_back(shared, rest, chrono_after(wait), "circuit breaker open").await;
+                return;
+            }
+        };
+        ch.send_started();
+        let shared = Arc::clone(shared);
+        let ch = Arc::clone(ch);
+        tokio::spawn(async move {
+            let finish = attempt(&ch, &c, probe).await;
+            drop(permit);
+            shared.finisher.submit(finish).await;
+            ch.send_finished();
+        });
+    }
+}
+
+/// 7–8: one timed attempt, classified, turned into the communication's next state.
+async fn attempt(ch: &Channel, c: &Claimed, probe: bool) -> Finish {
+    let started_at = Utc::now();
+    let t0 = Instant::now();
+    let timeout = Duration::from_millis(ch.policy.timeout_ms);
+    let outcome = match tokio::time::timeout(timeout, ch.connector.send(&c.comm)).await {
+        Ok(o) => o,
+        Err(_) => Outcome::Unknown {
+            reason: format!(
+                "no answer within {} ms; the channel may have taken it",
+                ch.policy.timeout_ms
+            ),
+            answer: "timeout".into(),
+        },
+    };
+    // A timeout toward a channel configured as safe to resend becomes a retry.
+    let outcome = match outcome {
+        Outcome::Unknown { reason, answer } if ch.policy.on_timeout == TimeoutPolicy::Retry => {
+            Outcome::Retry {
+                after: None,
+                reason,
+                answer,
+                throttled: false,
+            }
+        }
+        o => o,
+    };
+    let duration = t0.elapsed();
+    let c_ = &ch.counters;
+    c_.attempts.fetch_add(1, Ordering::Relaxed);
+    c_.attempt_ms_sum.fetch_add(
+        u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
+        Ordering::Relaxed,
+    );
+
+    match &outcome {
+        Outcome::Sent { .. } => ch.breaker.on_success(),
+        o if o.is_channel_failure() => {
+            if ch.breaker.on_failure(Instant::now()) {
+                c_.breaker_opened.fetch_add(1, Ordering::Relaxed);
+                warn!(channel = %ch.id, open_ms = ch.policy.breaker.open_ms, probe, "circuit breaker opened");
+            }
+        }
+        _ => ch.breaker.on_neutral(),
+    }
+    if let Outcome::Retry {
+        throttled: true,
+        after,
+        ..
+    } = &outcome
+    {
+        let wait = after.unwrap_or(Duration::from_secs(1));
+        ch.throttle(Instant::now() + wait);
+        debug!(channel = %ch.id, wait_ms = wait.as_millis() as u64, "channel throttled");
+    }
+
+    let number = c.attempts + 1;
+    let (classification, reason, external_id) = match &outcome {
+        Outcome::Sent { external_id, .. } => (Classification::Sent, None, external_id.clone()),
+        Outcome::Retry { reason, .. } => (Classification::Retry, Some(reason.clone()), None),
+        Outcome::Fail { reason, .. } => (Classification::Fail, Some(reason.clone()), None),
+        Outcome::Unknown { reason, .. } => (Classification::Unknown, Some(reason.clone()), None),
+    };
+    let row = AttemptRow {
+        number,
+        started_at,
+        duration_ms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
+        classification,
+        answer: outcome.answer().to_owned(),
+        reason: reason.clone(),
+        external_id: external_id.clone(),
+    };
+    let (status, reason, next) = next_state(ch, c, &outcome, number);
+    match status {
+        Status::Sent => c_.sent.fetch_add(1, Ordering::Relaxed),
+        Status::RetryWait => c_.retried.fetch_add(1, Ordering::Relaxed),
+        Status::Failed => c_.failed.fetch_add(1, Ordering::Relaxed),
+        Status::Unknown => c_.unknown.fetch_add(1, Ordering::Relaxed),
+        Status::Expired => c_.expired.fetch_add(1, Ordering::Relaxed),
+        _ => 0,
+    };
+    Finish {
+        id: c.comm.id,
+        campaign_id: c.comm.campaign_id.clone(),
+        channel: c.comm.channel,
+        attempt: Some(row),
+        status,
+        reason,
+        external_id,
+        next_attempt_at: next,
+        attempts: number,
+    }
+}
+
+/// Throttled retries are the channel's pacing, not the message's fault: they may take up to this
+/// many times `max_attempts` before the message fails.
+const THROTTLED_ATTEMPTS_FACTOR: u32 = 4;
+
+fn next_state(
+    ch: &Channel,
+    c: &Claimed,
+    outcome: &Outcome,
+    number: u32,
+) -> (Status, Option<String>, Option<DateTime<Utc>>) {
+    match outcome {
+        Outcome::Sent { .. } => (Status::Sent, None, None),
+        Outcome::Fail { reason, .. } => (Status::Failed, Some(reason.clone()), None),
+        Outcome::Unknown { reason, .. } => (Status::Unknown, Some(reason.clone()), None),
+        Outcome::Retry {
+            after,
+            reason,
+            throttled,
+            ..
+        } => {
+            let p = &ch.policy;
+            let limit = if *throttled {
+                p.max_attempts.saturating_mul(THROTTLED_ATTEMPTS_FACTOR)
+            } else {
+                p.max_attempts
+            };
+            if number >= limit {
+                return (
+                    Status::Failed,
+                    Some(format!("gave up after {number} attempts: {reason}")),
+                    None,
+                );
+            }
+            let delay = retry_delay(
+                number,
+                Duration::from_millis(p.backoff_initial_ms),
+                Duration::from_millis(p.backoff_max_ms),
+                *after,
+                &mut rand::rng(),
+            );
+            let next =
+                Utc::now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::days(1));
+            if c.comm.expires_at.is_some_and(|e| e <= next) {
+                return (
+                    Status::Expired,
+                    Some(format!(
+                        "expires before the next attempt could be made: {reason}"
+                    )),
+                    None,
+                );
+            }
+            (Status::RetryWait, Some(reason.clone()), Some(next))
+        }
+    }
+}

@@ -1,0 +1,251 @@
+//! Ingest: responses coming back from channels (`/ingest/{channel}`), authenticated, parsed by the
+//! channel's parser in `clm-connectors`, correlated, deduplicated and recorded through the store
+//! (group-committed), which advances the status and writes the events.
+//!
+//! Authentication, per channel (`channels.<id>.ingest`): a shared token (`?token=` or header
+//! `X-CLM-Token`; Kannel's `dlr-url` can only carry a query token) or an HMAC-SHA256 signature
+//! (`X-CLM-Signature: sha256=<hex>`) of the body, or of the raw query string for a GET. With
+//! neither configured the route is open, which start-up allows on loopback only.
+
+use std::sync::atomic::Ordering;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use clm_connectors::Report;
+use clm_connectors::outcome::ReportRef;
+use clm_connectors::sms::{json as sms_json, kannel};
+use clm_contracts::ChannelId;
+use clm_contracts::api::ErrorBody;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use std::sync::Arc;
+
+use crate::config::IngestAuthConfig;
+use crate::state::Shared;
+use crate::store::{Correlation, IncomingResponse, ResponseOutcome};
+
+fn error(status: StatusCode, msg: impl Into<String>) -> Response {
+    (status, Json(ErrorBody { error: msg.into() })).into_response()
+}
+
+/// Constant-time comparison, so a token cannot be guessed byte by byte from response times.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0_u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn query_param(query: &str, key: &str) -> Option<String> {
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// `Ok` when the caller proved itself, or when nothing is configured.
+fn authenticate(
+    auth: &IngestAuthConfig,
+    headers: &HeaderMap,
+    query: &str,
+    signed: &[u8],
+) -> Result<(), &'static str> {
+    if auth.token.is_none() && auth.hmac_secret.is_none() {
+        return Ok(());
+    }
+    if let Some(token) = &auth.token {
+        let given = headers
+            .get("x-clm-token")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .or_else(|| query_param(query, "token"));
+        if given.is_some_and(|g| same(g.as_bytes(), token.as_bytes())) {
+            return Ok(());
+        }
+    }
+    if let Some(secret) = &auth.hmac_secret
+        && let Some(sig) = headers.get("x-clm-signature").and_then(|v| v.to_str().ok())
+    {
+        let hex_sig = sig.strip_prefix("sha256=").unwrap_or(sig);
+        if let Ok(given) = hex::decode(hex_sig) {
+            let mut mac =
+                Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
+            mac.update(signed);
+            if mac.verify_slice(&given).is_ok() {
+                return Ok(());
+            }
+        }
+    }
+    Err("missing or wrong ingest token or signature")
+}
+
+/// `GET|POST /ingest/{channel}`.
+pub async fn ingest(
+    State(shared): State<Arc<Shared>>,
+    Path(channel): Path<String>,
+    method: Method,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Ok(channel) = channel.parse::<ChannelId>() else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("no ingest route for `{channel}`"),
+        );
+    };
+    let Some(cfg) = shared.config.channels.get(&channel).filter(|c| c.enabled) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("channel `{channel}` is not enabled on this hub"),
+        );
+    };
+    let query = query.unwrap_or_default();
+    let signed: &[u8] = if method == Method::GET {
+        query.as_bytes()
+    } else {
+        &body
+    };
+    if let Err(msg) = authenticate(&cfg.ingest, &headers, &query, signed) {
+        shared
+            .metrics
+            .ingest_unauthorized
+            .fetch_add(1, Ordering::Relaxed);
+        return error(StatusCode::UNAUTHORIZED, msg);
+    }
+    let parsed = match channel {
+        ChannelId::Sms => parse_sms(&method, &query, &headers, &body),
+        other => Err(format!(
+            "channel `{other}` has no response parser in this build"
+        )),
+    };
+    let report = match parsed {
+        Ok(r) => r,
+        Err(msg) => {
+            shared
+                .metrics
+                .ingest_malformed
+                .fetch_add(1, Ordering::Relaxed);
+            return error(StatusCode::BAD_REQUEST, msg);
+        }
+    };
+    let incoming = IncomingResponse {
+        channel,
+        correlation: match &report.reference {
+            ReportRef::Ours(id) => Correlation::Id(*id),
+            ReportRef::External(x) => Correlation::External(x.clone()),
+        },
+        kind: report.kind,
+        occurred_at: report.occurred_at,
+        detail: report.detail,
+        dedupe_key: report.dedupe_key,
+        whole_message: report.whole_message,
+    };
+    let outcome = match shared.ingest.call(vec![incoming]).await {
+        Ok(mut v) => v.pop().unwrap_or(ResponseOutcome::NotFound),
+        Err(e) => {
+            // 503 makes a gateway retry the report later: nothing is lost.
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("store unavailable: {e}"),
+            );
+        }
+    };
+    let m = &shared.metrics;
+    match outcome {
+        ResponseOutcome::Recorded => {
+            m.ingest_recorded.fetch_add(1, Ordering::Relaxed);
+            if let Some(ch) = shared.channels.get(&channel) {
+                ch.counters.responses.fetch_add(1, Ordering::Relaxed);
+            }
+            shared.outbox_wake.notify_one();
+            (
+                StatusCode::OK,
+                Json(serde_json::json!({"outcome": "recorded"})),
+            )
+                .into_response()
+        }
+        ResponseOutcome::Duplicate => {
+            m.ingest_duplicate.fetch_add(1, Ordering::Relaxed);
+            (
+                StatusCode::OK,
+                Json(serde_json::json!({"outcome": "duplicate"})),
+            )
+                .into_response()
+        }
+        ResponseOutcome::NotFound => {
+            m.ingest_unknown.fetch_add(1, Ordering::Relaxed);
+            error(
+                StatusCode::NOT_FOUND,
+                "no communication matches this report",
+            )
+        }
+    }
+}
+
+/// Kannel reports come as GET query parameters or as a POSTed form; the JSON dialect as a POSTed
+/// JSON body.
+fn parse_sms(
+    method: &Method,
+    query: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Report, String> {
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if *method == Method::POST && is_json {
+        return sms_json::parse_report(body).map_err(|e| e.to_string());
+    }
+    let mut params: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
+        .into_owned()
+        .collect();
+    if *method == Method::POST {
+        params.extend(form_urlencoded::parse(body).into_owned());
+    }
+    kannel::parse_report(&params).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn auth(token: Option<&str>, secret: Option<&str>) -> IngestAuthConfig {
+        IngestAuthConfig {
+            token: token.map(Into::into),
+            hmac_secret: secret.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn tokens_are_checked_from_query_or_header() {
+        let a = auth(Some("s3cret"), None);
+        let h = HeaderMap::new();
+        assert!(authenticate(&a, &h, "id=1&token=s3cret", b"").is_ok());
+        assert!(authenticate(&a, &h, "id=1&token=wrong", b"").is_err());
+        assert!(authenticate(&a, &h, "id=1", b"").is_err());
+        let mut h = HeaderMap::new();
+        h.insert("x-clm-token", "s3cret".parse().unwrap());
+        assert!(authenticate(&a, &h, "", b"").is_ok());
+    }
+
+    #[test]
+    fn hmac_signatures_cover_the_body() {
+        let a = auth(None, Some("k"));
+        let mut mac = Hmac::<Sha256>::new_from_slice(b"k").unwrap();
+        mac.update(b"{\"a\":1}");
+        let sig = hex::encode(mac.finalize().into_bytes());
+        let mut h = HeaderMap::new();
+        h.insert("x-clm-signature", format!("sha256={sig}").parse().unwrap());
+        assert!(authenticate(&a, &h, "", b"{\"a\":1}").is_ok());
+        assert!(authenticate(&a, &h, "", b"{\"a\":2}").is_err());
+    }
+
+    #[test]
+    fn nothing_configured_means_open() {
+        assert!(authenticate(&auth(None, None), &HeaderMap::new(), "", b"").is_ok());
+    }
+}

@@ -1,0 +1,34 @@
+//! CLM Channel Hub: delivers the campaign engine's communications to eight channels and brings
+//! their responses back.
+//!
+//! # Layout
+//! - [`config`]: layered configuration (defaults → TOML → `CLM_HUB__…`), validated by key.
+//! - [`app`]: start-up (`start`, `run`), the embedded sandbox mocks, graceful shutdown.
+//! - [`api`]: the HTTP API (`/v1`), health, metrics; routes `/ingest/*` to [`ingest`].
+//! - [`intake`]: validation of submitted communications → store (group commit via [`batcher`]).
+//! - [`store`]: SQLite / PostgreSQL; communications, attempts, responses, outbox, claims.
+//! - [`dispatcher`]: per-channel claim loop and policy stack → connectors → [`dispatcher::Finisher`]
+//!   writes outcomes back in batches.
+//! - [`policy`]: send windows, backoff, circuit breaker (the rate limit is governor's).
+//! - [`ingest`]: delivery reports and webhooks → correlated, deduplicated responses.
+//! - [`events`]: outbox publisher (in-process bus on the embedded default).
+//! - [`metrics`]: counters and the Prometheus exposition.
+//!
+//! Data moves: intake → store → dispatcher → connector → channel; channel → ingest → store;
+//! every state change → outbox (same transaction) → events.
+
+pub mod api;
+pub mod app;
+pub mod batcher;
+pub mod config;
+pub mod dispatcher;
+pub mod events;
+pub mod ingest;
+pub mod intake;
+pub mod metrics;
+pub mod policy;
+pub mod state;
+pub mod store;
+
+pub use app::{Hub, run, start};
+pub use config::Config;

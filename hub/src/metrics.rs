@@ -1,0 +1,135 @@
+//! Counters of the hub as a whole, and the Prometheus text exposition of everything
+//! (`GET /metrics`, text format 0.0.4). No personal data: only channel ids and counts.
+
+use std::fmt::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::state::Shared;
+use crate::store::ChannelDepth;
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub intake_accepted: AtomicU64,
+    pub intake_duplicate: AtomicU64,
+    pub intake_rejected: AtomicU64,
+    pub ingest_recorded: AtomicU64,
+    pub ingest_duplicate: AtomicU64,
+    pub ingest_unknown: AtomicU64,
+    pub ingest_malformed: AtomicU64,
+    pub ingest_unauthorized: AtomicU64,
+    pub events_published: Arc<AtomicU64>,
+}
+
+pub fn render(shared: &Shared, depth: &[(clm_contracts::ChannelId, ChannelDepth)]) -> String {
+    let m = &shared.metrics;
+    let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let mut s = String::with_capacity(4096);
+    let mut counter = |name: &str, help: &str, rows: &[(String, u64)]| {
+        let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter");
+        for (labels, v) in rows {
+            let _ = writeln!(s, "{name}{labels} {v}");
+        }
+    };
+    counter(
+        "clm_intake_total",
+        "Submitted communications by outcome.",
+        &[
+            ("{outcome=\"accepted\"}".into(), g(&m.intake_accepted)),
+            ("{outcome=\"duplicate\"}".into(), g(&m.intake_duplicate)),
+            ("{outcome=\"rejected\"}".into(), g(&m.intake_rejected)),
+        ],
+    );
+    counter(
+        "clm_ingest_total",
+        "Channel responses received, by outcome.",
+        &[
+            ("{outcome=\"recorded\"}".into(), g(&m.ingest_recorded)),
+            ("{outcome=\"duplicate\"}".into(), g(&m.ingest_duplicate)),
+            (
+                "{outcome=\"unknown_communication\"}".into(),
+                g(&m.ingest_unknown),
+            ),
+            ("{outcome=\"malformed\"}".into(), g(&m.ingest_malformed)),
+            (
+                "{outcome=\"unauthorized\"}".into(),
+                g(&m.ingest_unauthorized),
+            ),
+        ],
+    );
+    counter(
+        "clm_events_published_total",
+        "Events handed on from the outbox.",
+        &[(String::new(), g(&m.events_published))],
+    );
+    let mut outcomes = Vec::new();
+    let mut attempts = Vec::new();
+    let mut attempt_ms = Vec::new();
+    let mut throttled = Vec::new();
+    let mut opened = Vec::new();
+    for (id, ch) in &shared.channels {
+        let c = &ch.counters;
+        for (k, a) in [
+            ("sent", &c.sent),
+            ("retried", &c.retried),
+            ("failed", &c.failed),
+            ("unknown", &c.unknown),
+            ("expired", &c.expired),
+            ("cancelled", &c.cancelled),
+        ] {
+            outcomes.push((format!("{{channel=\"{id}\",outcome=\"{k}\"}}"), g(a)));
+        }
+        attempts.push((format!("{{channel=\"{id}\"}}"), g(&c.attempts)));
+        attempt_ms.push((format!("{{channel=\"{id}\"}}"), g(&c.attempt_ms_sum)));
+        throttled.push((format!("{{channel=\"{id}\"}}"), g(&c.throttled)));
+        opened.push((format!("{{channel=\"{id}\"}}"), g(&c.breaker_opened)));
+    }
+    counter(
+        "clm_dispatch_outcomes_total",
+        "Handled communications by outcome.",
+        &outcomes,
+    );
+    counter("clm_attempts_total", "Attempts made.", &attempts);
+    counter(
+        "clm_attempt_duration_ms_total",
+        "Sum of attempt durations in milliseconds.",
+        &attempt_ms,
+    );
+    counter(
+        "clm_throttled_total",
+        "Throttling answers (429) received.",
+        &throttled,
+    );
+    counter(
+        "clm_breaker_opened_total",
+        "Times the circuit breaker opened.",
+        &opened,
+    );
+
+    let _ = writeln!(
+        s,
+        "# HELP clm_in_flight Attempts in flight.\n# TYPE clm_in_flight gauge"
+    );
+    for (id, ch) in &shared.channels {
+        let _ = writeln!(s, "clm_in_flight{{channel=\"{id}\"}} {}", g(&ch.in_flight));
+    }
+    let _ = writeln!(
+        s,
+        "# HELP clm_channel_paused 1 when the channel is paused.\n# TYPE clm_channel_paused gauge"
+    );
+    for (id, ch) in &shared.channels {
+        let _ = writeln!(
+            s,
+            "clm_channel_paused{{channel=\"{id}\"}} {}",
+            u8::from(ch.is_paused())
+        );
+    }
+    let _ = writeln!(
+        s,
+        "# HELP clm_queue_depth Communications waiting in the store.\n# TYPE clm_queue_depth gauge"
+    );
+    for (id, d) in depth {
+        let _ = writeln!(s, "clm_queue_depth{{channel=\"{id}\"}} {}", d.pending);
+    }
+    s
+}

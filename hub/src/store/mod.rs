@@ -1,0 +1,424 @@
+//! The store: the source of truth for communications, attempts, responses and the outbox.
+//!
+//! Two backends, a closed set, so an enum: SQLite (the embedded default) and PostgreSQL. Both run
+//! the same statements, written once in [`sql`] and instantiated per backend by a macro; where the
+//! dialects differ (row locking, casts) the macro takes the difference as a parameter.
+//!
+//! Every write that changes a communication's state writes its event to the outbox in the same
+//! transaction, so nothing is announced that was not stored and nothing stored goes unannounced.
+//! Hot-path writes are batched: one transaction per batch of inserts, claims or outcomes.
+
+mod sql;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use clm_contracts::api::CommunicationView;
+use clm_contracts::{ChannelId, Classification, Communication, Event, ResponseKind, Status};
+use sqlx::postgres::PgPoolOptions;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, SqlitePool};
+use uuid::Uuid;
+
+/// Store failures. Connection-level ones are worth retrying after a short pause.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("corrupt row {id}: {message}")]
+    Corrupt { id: String, message: String },
+    #[error("store url: {0}")]
+    Url(String),
+}
+
+impl StoreError {
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            StoreError::Db(e) => {
+                matches!(
+                    e,
+                    sqlx::Error::Io(_)
+                        | sqlx::Error::PoolTimedOut
+                        | sqlx::Error::PoolClosed
+                        | sqlx::Error::Protocol(_)
+                        | sqlx::Error::WorkerCrashed
+                ) || e
+                    .as_database_error()
+                    .is_some_and(|d| d.message().contains("locked") || d.message().contains("busy"))
+            }
+            _ => false,
+        }
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Milliseconds since the epoch: the store's time unit.
+pub fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+pub fn from_ms(v: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(v).single().unwrap_or_default()
+}
+
+/// A validated communication, ready to store.
+#[derive(Debug, Clone)]
+pub struct NewCommunication {
+    pub comm: Communication,
+    /// SMS parts (1 elsewhere): how many delivery reports make it `delivered`.
+    pub parts: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InsertOutcome {
+    Accepted,
+    Duplicate,
+}
+
+/// A communication claimed for sending by this instance.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub comm: Communication,
+    /// Attempts made before this claim.
+    pub attempts: u32,
+}
+
+/// One attempt, as written to the attempt log.
+#[derive(Debug, Clone)]
+pub struct AttemptRow {
+    pub number: u32,
+    pub started_at: DateTime<Utc>,
+    pub duration_ms: u64,
+    pub classification: Classification,
+    pub answer: String,
+    pub reason: Option<String>,
+    pub external_id: Option<String>,
+}
+
+/// The outcome of handling one claimed communication.
+#[derive(Debug, Clone)]
+pub struct Finish {
+    pub id: Uuid,
+    pub campaign_id: String,
+    pub channel: ChannelId,
+    /// The attempt made, if one was (none for expired / cancelled before sending).
+    pub attempt: Option<AttemptRow>,
+    pub status: Status,
+    pub reason: Option<String>,
+    pub external_id: Option<String>,
+    /// For `retry_wait` and `scheduled`: when it is due again.
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// Attempts made in total after this one.
+    pub attempts: u32,
+}
+
+/// How an incoming response names its communication.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Correlation {
+    /// Our communication id (echoed by the channel).
+    Id(Uuid),
+    /// The channel's own message id, from the send answer.
+    External(String),
+}
+
+/// A response received from a channel, before correlation.
+#[derive(Debug, Clone)]
+pub struct IncomingResponse {
+    pub channel: ChannelId,
+    pub correlation: Correlation,
+    pub kind: ResponseKind,
+    pub occurred_at: Option<DateTime<Utc>>,
+    pub detail: Option<String>,
+    /// Identifies this report among all reports of the communication: the same key twice is one
+    /// response (a redelivered webhook).
+    pub dedupe_key: String,
+    /// The report speaks for the whole message (JSON gateways); otherwise it is one part's
+    /// report and `delivered` waits for every part.
+    pub whole_message: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseOutcome {
+    Recorded,
+    Duplicate,
+    /// No communication matches the correlation.
+    NotFound,
+}
+
+/// Outbox entry, in commit order.
+#[derive(Debug, Clone)]
+pub struct OutboxRow {
+    pub seq: i64,
+    pub routing_key: String,
+    pub payload: String,
+}
+
+/// Waiting and in-flight counts per channel.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ChannelDepth {
+    pub pending: u64,
+    pub sending: u64,
+}
+
+/// The store backends.
+#[derive(Clone)]
+pub enum Store {
+    /// One writer connection (SQLite serialises writers anyway; a pool of writers would only
+    /// spin on the lock) and a small pool of readers, over a WAL database.
+    Sqlite {
+        write: SqlitePool,
+        read: SqlitePool,
+    },
+    Postgres(PgPool),
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.backend())
+    }
+}
+
+/// Calls the same method on whichever backend module this store is.
+macro_rules! dispatch {
+    ($self:ident, $f:ident ( $($arg:expr),* )) => {
+        match $self {
+            Store::Sqlite { write, read } => sql::sqlite::$f(write, read, $($arg),*).await,
+            Store::Postgres(pool) => sql::postgres::$f(pool, pool, $($arg),*).await,
+        }
+    };
+}
+
+impl Store {
+    /// Opens (creating if needed) and migrates the store at `url`.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Store> {
+        if let Some(rest) = url.strip_prefix("sqlite:") {
+            let path = rest.trim_start_matches("//");
+            if path.is_empty() {
+                return Err(StoreError::Url("sqlite: needs a file path".into()));
+            }
+            if path != ":memory:"
+                && let Some(parent) = std::path::Path::new(path).parent()
+                && !parent.as_os_str().is_empty()
+            {
+                std::fs::create_dir_all(parent).map_err(|e| {
+                    StoreError::Url(format!("cannot create {}: {e}", parent.display()))
+                })?;
+            }
+            // WAL with synchronous=NORMAL: a commit survives the hub being killed; only an OS
+            // crash or power loss can lose the last commits (FULL would cost an fsync per commit).
+            let opts = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(10))
+                .pragma("cache_size", "-32000")
+                .pragma("temp_store", "memory");
+            let write = SqlitePoolOptions::new()
+                .max_connections(1)
+                .min_connections(1)
+                .connect_with(opts.clone())
+                .await?;
+            sqlx::migrate!("migrations/sqlite").run(&write).await?;
+            let read = SqlitePoolOptions::new()
+                .max_connections(4)
+                .connect_with(opts.read_only(true))
+                .await?;
+            Ok(Store::Sqlite { write, read })
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let pool = PgPoolOptions::new()
+                .max_connections(max_connections.max(2))
+                .acquire_timeout(Duration::from_secs(10))
+                .connect(url)
+                .await?;
+            sqlx::migrate!("migrations/postgres").run(&pool).await?;
+            Ok(Store::Postgres(pool))
+        } else {
+            Err(StoreError::Url(
+                "must start with sqlite: or postgres://".into(),
+            ))
+        }
+    }
+
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Store::Sqlite { .. } => "sqlite",
+            Store::Postgres(_) => "postgres",
+        }
+    }
+
+    pub async fn close(&self) {
+        match self {
+            Store::Sqlite { write, read } => {
+                read.close().await;
+                write.close().await;
+            }
+            Store::Postgres(pool) => pool.close().await,
+        }
+    }
+
+    /// A cheap round trip, for `/readyz`.
+    pub async fn ping(&self) -> Result<()> {
+        dispatch!(self, ping())
+    }
+
+    /// Stores new communications, idempotently by id; one transaction for the whole batch.
+    /// Accepted ones get their first status event in the outbox.
+    pub async fn insert_batch(
+        &self,
+        items: &[NewCommunication],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<InsertOutcome>> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        dispatch!(self, insert_batch(items, now))
+    }
+
+    /// Records an invalid submission (with its id, when it had a readable one).
+    pub async fn record_rejection(
+        &self,
+        item_id: Option<&str>,
+        reason: &str,
+        payload: &str,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        dispatch!(self, record_rejection(item_id, reason, payload, now))
+    }
+
+    /// Claims up to `limit` due communications of `channel` for this instance until `lease`
+    /// from now. Two instances never get the same communication while its lease runs
+    /// (PostgreSQL: `FOR UPDATE SKIP LOCKED`; SQLite: one writer).
+    pub async fn claim_due(
+        &self,
+        channel: ChannelId,
+        instance: &str,
+        limit: u32,
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Claimed>> {
+        dispatch!(self, claim_due(channel, instance, limit, lease, now))
+    }
+
+    /// Writes outcomes, attempts and their events in one transaction. Returns the ids whose
+    /// claim was still ours (an outcome for a claim taken over by another instance changes
+    /// nothing but the attempt log).
+    pub async fn finish_batch(
+        &self,
+        instance: &str,
+        items: &[Finish],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Uuid>> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        dispatch!(self, finish_batch(instance, items, now))
+    }
+
+    /// Gives claimed, unsent communications back, due at `due` (window closed, channel
+    /// throttled or shutting down). No attempt is recorded.
+    pub async fn release(
+        &self,
+        instance: &str,
+        items: &[(Claimed, String)],
+        due: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        dispatch!(self, release(instance, items, due, now))
+    }
+
+    /// Claims whose lease ran out (their instance died) go back to `retry_wait`, due now.
+    pub async fn reap_expired_claims(&self, now: DateTime<Utc>) -> Result<u64> {
+        dispatch!(self, reap_expired_claims(now))
+    }
+
+    /// Correlates, deduplicates and records responses, advancing statuses; one transaction.
+    pub async fn record_responses(
+        &self,
+        items: &[IncomingResponse],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<ResponseOutcome>> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        dispatch!(self, record_responses(items, now))
+    }
+
+    /// Cancels a campaign: remembers it and moves its pending communications to `cancelled`.
+    pub async fn cancel_campaign(&self, campaign_id: &str, now: DateTime<Utc>) -> Result<u64> {
+        dispatch!(self, cancel_campaign(campaign_id, now))
+    }
+
+    pub async fn cancelled_campaigns(&self) -> Result<Vec<String>> {
+        dispatch!(self, cancelled_campaigns())
+    }
+
+    pub async fn set_paused(
+        &self,
+        channel: ChannelId,
+        paused: bool,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        dispatch!(self, set_paused(channel, paused, now))
+    }
+
+    pub async fn paused_channels(&self) -> Result<Vec<ChannelId>> {
+        dispatch!(self, paused_channels())
+    }
+
+    /// Status, attempts and responses of one communication; a rejected submission is shown as
+    /// `rejected` with its reason.
+    pub async fn view(&self, id: Uuid) -> Result<Option<CommunicationView>> {
+        dispatch!(self, view(id))
+    }
+
+    pub async fn depth_by_channel(&self) -> Result<Vec<(ChannelId, ChannelDepth)>> {
+        dispatch!(self, depth_by_channel())
+    }
+
+    /// The oldest unpublished events, in commit order.
+    pub async fn outbox_fetch(&self, limit: u32) -> Result<Vec<OutboxRow>> {
+        dispatch!(self, outbox_fetch(limit))
+    }
+
+    /// Removes published events.
+    pub async fn outbox_delete(&self, seqs: &[i64]) -> Result<()> {
+        if seqs.is_empty() {
+            return Ok(());
+        }
+        dispatch!(self, outbox_delete(seqs))
+    }
+
+    /// Communications by status, for one campaign (tests and operators).
+    pub async fn count_by_status(&self, campaign_id: Option<&str>) -> Result<Vec<(Status, u64)>> {
+        dispatch!(self, count_by_status(campaign_id))
+    }
+}
+
+/// Serialises an event for the outbox.
+pub(crate) fn event_row(event: &Event) -> (String, String) {
+    (
+        event.routing_key(),
+        serde_json::to_string(event).expect("events serialize"),
+    )
+}
+
+pub(crate) fn parse_channel(id: &str, v: &str) -> Result<ChannelId> {
+    v.parse().map_err(|_| StoreError::Corrupt {
+        id: id.to_owned(),
+        message: format!("channel {v:?}"),
+    })
+}
+
+pub(crate) fn parse_status(id: &str, v: &str) -> Result<Status> {
+    v.parse().map_err(|_| StoreError::Corrupt {
+        id: id.to_owned(),
+        message: format!("status {v:?}"),
+    })
+}

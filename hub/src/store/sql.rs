@@ -1,0 +1,754 @@
+//! The store's statements, written once and instantiated for SQLite and PostgreSQL by
+//! [`backend!`]. Both dialects accept the same SQL here (`ON CONFLICT`, `RETURNING`,
+//! `UPDATE … FROM` a `VALUES` CTE, partial indexes); the one real difference, row locking for
+//! concurrent claimers, is the macro's `lock` parameter. Binds go through `QueryBuilder` so each
+//! backend gets its own placeholder syntax.
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, Utc};
+use clm_contracts::api::CommunicationView;
+use clm_contracts::{
+    AttemptRecord, ChannelId, Classification, Communication, Event, ResponseEvent, ResponseRecord,
+    Status, StatusEvent,
+};
+use uuid::Uuid;
+
+use super::{
+    ChannelDepth, Claimed, Correlation, Finish, IncomingResponse, InsertOutcome, NewCommunication,
+    OutboxRow, ResponseOutcome, Result, StoreError, event_row, from_ms, ms, parse_channel,
+    parse_status,
+};
+
+/// Rows per multi-row statement: well under SQLite's 32 766 and PostgreSQL's 65 535 bind limits.
+const CHUNK: usize = 500;
+/// Pending communications moved to `cancelled` per transaction when a campaign is cancelled.
+const CANCEL_CHUNK: i64 = 5000;
+const PENDING: &str = "('received', 'scheduled', 'retry_wait')";
+const FINAL: &str = "('delivered', 'failed', 'expired', 'cancelled', 'rejected')";
+
+fn status_event(
+    id: Uuid,
+    campaign_id: &str,
+    channel: ChannelId,
+    status: Status,
+    attempts: u32,
+    reason: Option<String>,
+    external_id: Option<String>,
+    at: DateTime<Utc>,
+) -> (String, String) {
+    event_row(&Event::Status(StatusEvent {
+        communication_id: id,
+        campaign_id: campaign_id.to_owned(),
+        channel,
+        status,
+        at,
+        attempts,
+        reason,
+        external_id,
+    }))
+}
+
+fn parse_uuid(v: &str) -> Result<Uuid> {
+    Uuid::parse_str(v).map_err(|_| StoreError::Corrupt {
+        id: v.to_owned(),
+        message: "id is not a UUID".into(),
+    })
+}
+
+macro_rules! backend {
+    ($name:ident, $Db:ty, $Pool:ty, lock = $lock:literal) => {
+        pub mod $name {
+            use super::*;
+            use sqlx::{QueryBuilder, Transaction};
+
+            type Db = $Db;
+            type Pool = $Pool;
+
+            async fn push_events(
+                tx: &mut Transaction<'_, Db>,
+                events: &[(String, String)],
+                now: i64,
+            ) -> Result<()> {
+                for chunk in events.chunks(CHUNK) {
+                    let mut qb = QueryBuilder::<Db>::new(
+                        "INSERT INTO outbox (routing_key, payload, created_at) ",
+                    );
+                    qb.push_values(chunk, |mut b, (key, payload)| {
+                        b.push_bind(key.clone()).push_bind(payload.clone()).push_bind(now);
+                    });
+                    qb.build().execute(&mut **tx).await?;
+                }
+                Ok(())
+            }
+
+            pub async fn ping(_w: &Pool, r: &Pool) -> Result<()> {
+                sqlx::query("SELECT 1").execute(r).await?;
+                Ok(())
+            }
+
+            pub async fn insert_batch(
+                w: &Pool,
+                _r: &Pool,
+                items: &[NewCommunication],
+                now: DateTime<Utc>,
+            ) -> Result<Vec<InsertOutcome>> {
+                let now_ms = ms(now);
+                let mut outcomes = vec![InsertOutcome::Duplicate; items.len()];
+                let mut events = Vec::with_capacity(items.len());
+                let mut tx = w.begin().await?;
+                for (chunk_no, chunk) in items.chunks(CHUNK).enumerate() {
+                    let mut qb = QueryBuilder::<Db>::new(
+                        "INSERT INTO communications (id, channel, campaign_id, customer_id, \
+                         payload, priority, status, attempts, parts, expires_at, \
+                         next_attempt_at, received_at, updated_at) ",
+                    );
+                    qb.push_values(chunk, |mut b, it| {
+                        let c = &it.comm;
+                        let due = c.not_before.map(ms).unwrap_or(now_ms);
+                        let status = if due > now_ms { Status::Scheduled } else { Status::Received };
+                        b.push_bind(c.id.to_string())
+                            .push_bind(c.channel.as_str())
+                            .push_bind(c.campaign_id.clone())
+                            .push_bind(c.customer_id.clone())
+                            .push_bind(serde_json::to_string(c).expect("communication serializes"))
+                            .push_bind(i64::from(c.priority))
+                            .push_bind(status.as_str())
+                            .push_bind(0_i64)
+                            .push_bind(i64::from(it.parts))
+                            .push_bind(c.expires_at.map(ms))
+                            .push_bind(due.max(now_ms))
+                            .push_bind(now_ms)
+                            .push_bind(now_ms);
+                    });
+                    qb.push(" ON CONFLICT (id) DO NOTHING RETURNING id");
+                    let rows: Vec<(String,)> = qb.build_query_as().fetch_all(&mut *tx).await?;
+                    let mut fresh: HashSet<String> = rows.into_iter().map(|r| r.0).collect();
+                    for (i, it) in chunk.iter().enumerate() {
+                        let c = &it.comm;
+                        // Removing makes the first of two equal ids in one batch the accepted one.
+                        if fresh.remove(&c.id.to_string()) {
+                            outcomes[chunk_no * CHUNK + i] = InsertOutcome::Accepted;
+                            let scheduled = c.not_before.is_some_and(|nb| nb > now);
+                            let status = if scheduled { Status::Scheduled } else { Status::Received };
+                            events.push(status_event(
+                                c.id, &c.campaign_id, c.channel, status, 0, None, None, now,
+                            ));
+                        }
+                    }
+                }
+                push_events(&mut tx, &events, now_ms).await?;
+                tx.commit().await?;
+                Ok(outcomes)
+            }
+
+            pub async fn record_rejection(
+                w: &Pool,
+                _r: &Pool,
+                item_id: Option<&str>,
+                reason: &str,
+                payload: &str,
+                now: DateTime<Utc>,
+            ) -> Result<()> {
+                let mut qb = QueryBuilder::<Db>::new(
+                    "INSERT INTO rejections (item_id, received_at, reason, payload) VALUES (",
+                );
+                qb.push_bind(item_id.map(str::to_owned))
+                    .push(", ")
+                    .push_bind(ms(now))
+                    .push(", ")
+                    .push_bind(reason.to_owned())
+                    .push(", ")
+                    .push_bind(payload.to_owned())
+                    .push(")");
+                qb.build().execute(w).await?;
+                Ok(())
+            }
+
+            pub async fn claim_due(
+                w: &Pool,
+                _r: &Pool,
+                channel: ChannelId,
+                instance: &str,
+                limit: u32,
+                lease: std::time::Duration,
+                now: DateTime<Utc>,
+            ) -> Result<Vec<Claimed>> {
+                let now_ms = ms(now);
+                let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 4);
+                let mut qb = QueryBuilder::<Db>::new(
+                    "UPDATE communications SET status = 'sending', claimed_by = ",
+                );
+                qb.push_bind(instance.to_owned())
+                    .push(", claim_until = ")
+                    .push_bind(now_ms + lease_ms)
+                    .push(", updated_at = ")
+                    .push_bind(now_ms)
+                    .push(" WHERE id IN (SELECT id FROM communications WHERE channel = ")
+                    .push_bind(channel.as_str())
+                    .push(" AND status IN ")
+                    .push(PENDING)
+                    .push(" AND next_attempt_at <= ")
+                    .push_bind(now_ms)
+                    .push(" ORDER BY priority DESC, next_attempt_at LIMIT ")
+                    .push_bind(i64::from(limit))
+                    .push($lock)
+                    .push(") RETURNING id, payload, attempts");
+                let rows: Vec<(String, String, i64)> =
+                    qb.build_query_as().fetch_all(w).await?;
+                let mut out = Vec::with_capacity(rows.len());
+                for (id, payload, attempts) in rows {
+                    let comm: Communication =
+                        serde_json::from_str(&payload).map_err(|e| StoreError::Corrupt {
+                            id: id.clone(),
+                            message: e.to_string(),
+                        })?;
+                    out.push(Claimed {
+                        comm,
+                        attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+                    });
+                }
+                out.sort_by_key(|c| std::cmp::Reverse(c.comm.priority));
+                Ok(out)
+            }
+
+            pub async fn finish_batch(
+                w: &Pool,
+                _r: &Pool,
+                instance: &str,
+                items: &[Finish],
+                now: DateTime<Utc>,
+            ) -> Result<Vec<Uuid>> {
+                let now_ms = ms(now);
+                let mut tx = w.begin().await?;
+                let attempts: Vec<(&Finish, &super::super::AttemptRow)> = items
+                    .iter()
+                    .filter_map(|f| f.attempt.as_ref().map(|a| (f, a)))
+                    .collect();
+                for chunk in attempts.chunks(CHUNK) {
+                    let mut qb = QueryBuilder::<Db>::new(
+                        "INSERT INTO attempts (communication_id, number, started_at, \
+                         duration_ms, classification, answer, reason, external_id) ",
+                    );
+                    qb.push_values(chunk, |mut b, (f, a)| {
+                        b.push_bind(f.id.to_string())
+                            .push_bind(i64::from(a.number))
+                            .push_bind(ms(a.started_at))
+                            .push_bind(i64::try_from(a.duration_ms).unwrap_or(i64::MAX))
+                            .push_bind(a.classification.as_str())
+                            .push_bind(a.answer.clone())
+                            .push_bind(a.reason.clone())
+                            .push_bind(a.external_id.clone());
+                    });
+                    qb.push(" ON CONFLICT (communication_id, number) DO NOTHING");
+                    qb.build().execute(&mut *tx).await?;
+                }
+                let mut changed = Vec::with_capacity(items.len());
+                for chunk in items.chunks(CHUNK) {
+                    let mut qb = QueryBuilder::<Db>::new(
+                        "WITH v (vid, vstatus, vreason, vexternal, vattempts, vnext) AS (",
+                    );
+                    qb.push_values(chunk, |mut b, f| {
+                        b.push_bind(f.id.to_string())
+                            .push_bind(f.status.as_str())
+                            .push_bind(f.reason.clone())
+                            .push_bind(f.external_id.clone())
+                            .push_bind(i64::from(f.attempts))
+                            .push_bind(f.next_attempt_at.map(ms));
+                    });
+                    qb.push(
+                        ") UPDATE communications SET status = v.vstatus, reason = v.vreason, \
+                         external_id = COALESCE(v.vexternal, external_id), attempts = v.vattempts, \
+                         next_attempt_at = COALESCE(v.vnext, next_attempt_at), claimed_by = NULL, \
+                         claim_until = NULL, updated_at = ",
+                    )
+                    .push_bind(now_ms)
+                    .push(" FROM v WHERE id = v.vid AND status = 'sending' AND claimed_by = ")
+                    .push_bind(instance.to_owned())
+                    .push(" RETURNING id");
+                    let rows: Vec<(String,)> = qb.build_query_as().fetch_all(&mut *tx).await?;
+                    for (id,) in rows {
+                        changed.push(parse_uuid(&id)?);
+                    }
+                }
+                let set: HashSet<Uuid> = changed.iter().copied().collect();
+                let events: Vec<(String, String)> = items
+                    .iter()
+                    .filter(|f| set.contains(&f.id))
+                    .map(|f| {
+                        status_event(
+                            f.id,
+                            &f.campaign_id,
+                            f.channel,
+                            f.status,
+                            f.attempts,
+                            f.reason.clone(),
+                            f.external_id.clone(),
+                            now,
+                        )
+                    })
+                    .collect();
+                push_events(&mut tx, &events, now_ms).await?;
+                tx.commit().await?;
+                Ok(changed)
+            }
+
+            pub async fn release(
+                w: &Pool,
+                _r: &Pool,
+                instance: &str,
+                items: &[(Claimed, String)],
+                due: DateTime<Utc>,
+                now: DateTime<Utc>,
+            ) -> Result<()> {
+                let now_ms = ms(now);
+                let mut tx = w.begin().await?;
+                let mut events = Vec::new();
+                for chunk in items.chunks(CHUNK) {
+                    let mut qb = QueryBuilder::<Db>::new("WITH v (vid, vreason) AS (");
+                    qb.push_values(chunk, |mut b, (c, reason)| {
+                        b.push_bind(c.comm.id.to_string()).push_bind(reason.clone());
+                    });
+                    qb.push(") UPDATE communications SET status = 'scheduled', reason = v.vreason, \
+                             claimed_by = NULL, claim_until = NULL, next_attempt_at = ")
+                        .push_bind(ms(due))
+                        .push(", updated_at = ")
+                        .push_bind(now_ms)
+                        .push(" FROM v WHERE id = v.vid AND status = 'sending' AND claimed_by = ")
+                        .push_bind(instance.to_owned())
+                        .push(" RETURNING id");
+                    let rows: Vec<(String,)> = qb.build_query_as().fetch_all(&mut *tx).await?;
+                    let set: HashSet<String> = rows.into_iter().map(|r| r.0).collect();
+                    for (c, reason) in chunk {
+                        if set.contains(&c.comm.id.to_string()) {
+                            events.push(status_event(
+                                c.comm.id, &c.comm.campaign_id, c.comm.channel,
+                                Status::Scheduled, c.attempts, Some(reason.clone()), None, now,
+                            ));
+                        }
+                    }
+                }
+                push_events(&mut tx, &events, now_ms).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            pub async fn reap_expired_claims(
+                w: &Pool,
+                _r: &Pool,
+                now: DateTime<Utc>,
+            ) -> Result<u64> {
+                let now_ms = ms(now);
+                let reason = "claim expired: the instance that claimed it stopped mid-send";
+                let mut tx = w.begin().await?;
+                let mut qb = QueryBuilder::<Db>::new(
+                    "UPDATE communications SET status = 'retry_wait', claimed_by = NULL, \
+                     claim_until = NULL, reason = ",
+                );
+                qb.push_bind(reason)
+                    .push(", next_attempt_at = ")
+                    .push_bind(now_ms)
+                    .push(", updated_at = ")
+                    .push_bind(now_ms)
+                    .push(" WHERE status = 'sending' AND claim_until < ")
+                    .push_bind(now_ms)
+                    .push(" RETURNING id, channel, campaign_id, attempts");
+                let rows: Vec<(String, String, String, i64)> =
+                    qb.build_query_as().fetch_all(&mut *tx).await?;
+                let mut events = Vec::with_capacity(rows.len());
+                for (id, channel, campaign, attempts) in &rows {
+                    events.push(status_event(
+                        parse_uuid(id)?, campaign, parse_channel(id, channel)?,
+                        Status::RetryWait, u32::try_from(*attempts).unwrap_or(0),
+                        Some(reason.to_owned()), None, now,
+                    ));
+                }
+                push_events(&mut tx, &events, now_ms).await?;
+                tx.commit().await?;
+                Ok(rows.len() as u64)
+            }
+
+            pub async fn record_responses(
+                w: &Pool,
+                _r: &Pool,
+                items: &[IncomingResponse],
+                now: DateTime<Utc>,
+            ) -> Result<Vec<ResponseOutcome>> {
+                let now_ms = ms(now);
+                let mut out = Vec::with_capacity(items.len());
+                let mut events = Vec::new();
+                let mut tx = w.begin().await?;
+                for it in items {
+                    let mut qb = QueryBuilder::<Db>::new(
+                        "SELECT id, status, campaign_id, parts, attempts FROM communications WHERE ",
+                    );
+                    match &it.correlation {
+                        Correlation::Id(id) => {
+                            qb.push("id = ").push_bind(id.to_string());
+                        }
+                        Correlation::External(ext) => {
+                            qb.push("channel = ")
+                                .push_bind(it.channel.as_str())
+                                .push(" AND external_id = ")
+                                .push_bind(ext.clone());
+                        }
+                    }
+                    qb.push(" LIMIT 1");
+                    let found: Option<(String, String, String, i64, i64)> =
+                        qb.build_query_as().fetch_optional(&mut *tx).await?;
+                    let Some((id, status, campaign, parts, attempts)) = found else {
+                        out.push(ResponseOutcome::NotFound);
+                        continue;
+                    };
+                    let uuid = parse_uuid(&id)?;
+                    let status = parse_status(&id, &status)?;
+                    let response_id = Uuid::now_v7();
+                    let mut qb = QueryBuilder::<Db>::new(
+                        "INSERT INTO responses (id, communication_id, channel, kind, received_at, \
+                         occurred_at, detail, dedupe_key) VALUES (",
+                    );
+                    {
+                        let mut s = qb.separated(", ");
+                        s.push_bind(response_id.to_string())
+                            .push_bind(id.clone())
+                            .push_bind(it.channel.as_str())
+                            .push_bind(it.kind.as_str())
+                            .push_bind(now_ms)
+                            .push_bind(it.occurred_at.map(ms))
+                            .push_bind(it.detail.clone())
+                            .push_bind(it.dedupe_key.clone());
+                    }
+                    qb.push(") ON CONFLICT (communication_id, dedupe_key) DO NOTHING RETURNING id");
+                    let inserted: Option<(String,)> =
+                        qb.build_query_as().fetch_optional(&mut *tx).await?;
+                    if inserted.is_none() {
+                        out.push(ResponseOutcome::Duplicate);
+                        continue;
+                    }
+                    out.push(ResponseOutcome::Recorded);
+                    events.push(event_row(&Event::Response(ResponseEvent {
+                        response_id,
+                        communication_id: uuid,
+                        campaign_id: campaign.clone(),
+                        channel: it.channel,
+                        kind: it.kind,
+                        at: now,
+                        occurred_at: it.occurred_at,
+                        detail: it.detail.clone(),
+                    })));
+                    let Some(target) = it.kind.advances_to() else { continue };
+                    if status.is_final() {
+                        continue;
+                    }
+                    if target == Status::Delivered && !it.whole_message && parts > 1 {
+                        // A multi-part SMS is delivered when every part's report says so.
+                        let mut qb = QueryBuilder::<Db>::new(
+                            "SELECT COUNT(*) FROM responses WHERE communication_id = ",
+                        );
+                        qb.push_bind(id.clone()).push(" AND kind = 'delivered'");
+                        let (n,): (i64,) = qb.build_query_as().fetch_one(&mut *tx).await?;
+                        if n < parts {
+                            continue;
+                        }
+                    }
+                    let mut qb = QueryBuilder::<Db>::new("UPDATE communications SET status = ");
+                    qb.push_bind(target.as_str())
+                        .push(", reason = ")
+                        .push_bind(it.detail.clone())
+                        .push(", updated_at = ")
+                        .push_bind(now_ms)
+                        .push(" WHERE id = ")
+                        .push_bind(id.clone())
+                        .push(" AND status NOT IN ")
+                        .push(FINAL);
+                    let done = qb.build().execute(&mut *tx).await?;
+                    if done.rows_affected() == 1 {
+                        events.push(status_event(
+                            uuid, &campaign, it.channel, target,
+                            u32::try_from(attempts).unwrap_or(0), it.detail.clone(), None, now,
+                        ));
+                    }
+                }
+                push_events(&mut tx, &events, now_ms).await?;
+                tx.commit().await?;
+                Ok(out)
+            }
+
+            pub async fn cancel_campaign(
+                w: &Pool,
+                _r: &Pool,
+                campaign_id: &str,
+                now: DateTime<Utc>,
+            ) -> Result<u64> {
+                let now_ms = ms(now);
+                let mut qb = QueryBuilder::<Db>::new(
+                    "INSERT INTO cancelled_campaigns (campaign_id, cancelled_at) VALUES (",
+                );
+                qb.push_bind(campaign_id.to_owned())
+                    .push(", ")
+                    .push_bind(now_ms)
+                    .push(") ON CONFLICT (campaign_id) DO NOTHING");
+                qb.build().execute(w).await?;
+                let mut total = 0_u64;
+                loop {
+                    let mut tx = w.begin().await?;
+                    let mut qb = QueryBuilder::<Db>::new(
+                        "UPDATE communications SET status = 'cancelled', \
+                         reason = 'campaign cancelled', updated_at = ",
+                    );
+                    qb.push_bind(now_ms)
+                        .push(" WHERE id IN (SELECT id FROM communications WHERE campaign_id = ")
+                        .push_bind(campaign_id.to_owned())
+                        .push(" AND status IN ")
+                        .push(PENDING)
+                        .push(" LIMIT ")
+                        .push_bind(CANCEL_CHUNK)
+                        .push(") RETURNING id, channel, attempts");
+                    let rows: Vec<(String, String, i64)> =
+                        qb.build_query_as().fetch_all(&mut *tx).await?;
+                    let mut events = Vec::with_capacity(rows.len());
+                    for (id, channel, attempts) in &rows {
+                        events.push(status_event(
+                            parse_uuid(id)?, campaign_id, parse_channel(id, channel)?,
+                            Status::Cancelled, u32::try_from(*attempts).unwrap_or(0),
+                            Some("campaign cancelled".into()), None, now,
+                        ));
+                    }
+                    push_events(&mut tx, &events, now_ms).await?;
+                    tx.commit().await?;
+                    total += rows.len() as u64;
+                    if (rows.len() as i64) < CANCEL_CHUNK {
+                        return Ok(total);
+                    }
+                }
+            }
+
+            pub async fn cancelled_campaigns(_w: &Pool, r: &Pool) -> Result<Vec<String>> {
+                let rows: Vec<(String,)> =
+                    sqlx::query_as("SELECT campaign_id FROM cancelled_campaigns")
+                        .fetch_all(r)
+                        .await?;
+                Ok(rows.into_iter().map(|r| r.0).collect())
+            }
+
+            pub async fn set_paused(
+                w: &Pool,
+                _r: &Pool,
+                channel: ChannelId,
+                paused: bool,
+                now: DateTime<Utc>,
+            ) -> Result<()> {
+                let mut qb = QueryBuilder::<Db>::new(
+                    "INSERT INTO channel_flags (channel, paused, updated_at) VALUES (",
+                );
+                qb.push_bind(channel.as_str())
+                    .push(", ")
+                    .push_bind(paused)
+                    .push(", ")
+                    .push_bind(ms(now))
+                    .push(") ON CONFLICT (channel) DO UPDATE SET paused = excluded.paused, \
+                           updated_at = excluded.updated_at");
+                qb.build().execute(w).await?;
+                Ok(())
+            }
+
+            pub async fn paused_channels(_w: &Pool, r: &Pool) -> Result<Vec<ChannelId>> {
+                let rows: Vec<(String, bool)> =
+                    sqlx::query_as("SELECT channel, paused FROM channel_flags")
+                        .fetch_all(r)
+                        .await?;
+                let mut out = Vec::new();
+                for (c, paused) in rows {
+                    if paused {
+                        out.push(parse_channel(&c, &c)?);
+                    }
+                }
+                Ok(out)
+            }
+
+            pub async fn view(_w: &Pool, r: &Pool, id: Uuid) -> Result<Option<CommunicationView>> {
+                let key = id.to_string();
+                let mut qb = QueryBuilder::<Db>::new(
+                    "SELECT channel, campaign_id, customer_id, status, reason, external_id, \
+                     received_at, updated_at, next_attempt_at FROM communications WHERE id = ",
+                );
+                qb.push_bind(key.clone());
+                type Row = (String, String, String, String, Option<String>, Option<String>, i64, i64, i64);
+                let row: Option<Row> = qb.build_query_as().fetch_optional(r).await?;
+                let Some((channel, campaign_id, customer_id, status, reason, external_id, received, updated, next)) = row
+                else {
+                    return rejected_view(r, id).await;
+                };
+                let status = parse_status(&key, &status)?;
+                let mut qb = QueryBuilder::<Db>::new(
+                    "SELECT number, started_at, duration_ms, classification, answer, reason, \
+                     external_id FROM attempts WHERE communication_id = ",
+                );
+                qb.push_bind(key.clone()).push(" ORDER BY number");
+                let rows: Vec<(i64, i64, i64, String, String, Option<String>, Option<String>)> =
+                    qb.build_query_as().fetch_all(r).await?;
+                let attempts = rows
+                    .into_iter()
+                    .map(|(number, started, duration, class, answer, reason, ext)| AttemptRecord {
+                        number: u32::try_from(number).unwrap_or(0),
+                        started_at: from_ms(started),
+                        duration_ms: u64::try_from(duration).unwrap_or(0),
+                        classification: class.parse().unwrap_or(Classification::Unknown),
+                        answer,
+                        reason,
+                        external_id: ext,
+                    })
+                    .collect();
+                let mut qb = QueryBuilder::<Db>::new(
+                    "SELECT id, kind, received_at, occurred_at, detail FROM responses \
+                     WHERE communication_id = ",
+                );
+                qb.push_bind(key.clone()).push(" ORDER BY received_at, id");
+                let rows: Vec<(String, String, i64, Option<i64>, Option<String>)> =
+                    qb.build_query_as().fetch_all(r).await?;
+                let channel = parse_channel(&key, &channel)?;
+                let mut responses = Vec::with_capacity(rows.len());
+                for (rid, kind, received_at, occurred_at, detail) in rows {
+                    responses.push(ResponseRecord {
+                        id: parse_uuid(&rid)?,
+                        communication_id: id,
+                        channel,
+                        kind: kind.parse().map_err(|_| StoreError::Corrupt {
+                            id: rid.clone(),
+                            message: format!("response kind {kind:?}"),
+                        })?,
+                        received_at: from_ms(received_at),
+                        occurred_at: occurred_at.map(from_ms),
+                        detail,
+                    });
+                }
+                Ok(Some(CommunicationView {
+                    id,
+                    channel,
+                    campaign_id,
+                    customer_id,
+                    status,
+                    reason,
+                    external_id,
+                    received_at: from_ms(received),
+                    updated_at: from_ms(updated),
+                    next_attempt_at: status.is_pending().then(|| from_ms(next)),
+                    attempts,
+                    responses,
+                }))
+            }
+
+            /// A rejected submission, shown when its payload named a channel and a campaign.
+            async fn rejected_view(r: &Pool, id: Uuid) -> Result<Option<CommunicationView>> {
+                let mut qb = QueryBuilder::<Db>::new(
+                    "SELECT reason, payload, received_at FROM rejections WHERE item_id = ",
+                );
+                qb.push_bind(id.to_string()).push(" ORDER BY seq DESC LIMIT 1");
+                let row: Option<(String, String, i64)> = qb.build_query_as().fetch_optional(r).await?;
+                let Some((reason, payload, at)) = row else { return Ok(None) };
+                let v: serde_json::Value = serde_json::from_str(&payload).unwrap_or_default();
+                let field = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_owned);
+                let channel = field("channel").and_then(|c| c.parse::<ChannelId>().ok());
+                let (Some(channel), Some(campaign_id)) = (channel, field("campaign_id")) else {
+                    return Ok(None);
+                };
+                Ok(Some(CommunicationView {
+                    id,
+                    channel,
+                    campaign_id,
+                    customer_id: field("customer_id").unwrap_or_default(),
+                    status: Status::Rejected,
+                    reason: Some(reason),
+                    external_id: None,
+                    received_at: from_ms(at),
+                    updated_at: from_ms(at),
+                    next_attempt_at: None,
+                    attempts: Vec::new(),
+                    responses: Vec::new(),
+                }))
+            }
+
+            pub async fn depth_by_channel(
+                _w: &Pool,
+                r: &Pool,
+            ) -> Result<Vec<(ChannelId, ChannelDepth)>> {
+                let rows: Vec<(String, String, i64)> = sqlx::query_as(
+                    "SELECT channel, status, COUNT(*) FROM communications \
+                     WHERE status IN ('received', 'scheduled', 'retry_wait', 'sending') \
+                     GROUP BY channel, status",
+                )
+                .fetch_all(r)
+                .await?;
+                let mut out: Vec<(ChannelId, ChannelDepth)> = Vec::new();
+                for (c, s, n) in rows {
+                    let channel = parse_channel(&c, &c)?;
+                    let n = u64::try_from(n).unwrap_or(0);
+                    let idx = match out.iter().position(|(id, _)| *id == channel) {
+                        Some(i) => i,
+                        None => {
+                            out.push((channel, ChannelDepth::default()));
+                            out.len() - 1
+                        }
+                    };
+                    if s == "sending" {
+                        out[idx].1.sending += n;
+                    } else {
+                        out[idx].1.pending += n;
+                    }
+                }
+                Ok(out)
+            }
+
+            pub async fn outbox_fetch(w: &Pool, _r: &Pool, limit: u32) -> Result<Vec<OutboxRow>> {
+                let mut qb = QueryBuilder::<Db>::new(
+                    "SELECT seq, routing_key, payload FROM outbox ORDER BY seq LIMIT ",
+                );
+                qb.push_bind(i64::from(limit));
+                let rows: Vec<(i64, String, String)> = qb.build_query_as().fetch_all(w).await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(seq, routing_key, payload)| OutboxRow { seq, routing_key, payload })
+                    .collect())
+            }
+
+            pub async fn outbox_delete(w: &Pool, _r: &Pool, seqs: &[i64]) -> Result<()> {
+                for chunk in seqs.chunks(CHUNK) {
+                    let mut qb = QueryBuilder::<Db>::new("DELETE FROM outbox WHERE seq IN (");
+                    {
+                        let mut s = qb.separated(", ");
+                        for seq in chunk {
+                            s.push_bind(*seq);
+                        }
+                    }
+                    qb.push(")");
+                    qb.build().execute(w).await?;
+                }
+                Ok(())
+            }
+
+            pub async fn count_by_status(
+                _w: &Pool,
+                r: &Pool,
+                campaign_id: Option<&str>,
+            ) -> Result<Vec<(Status, u64)>> {
+                let mut qb = QueryBuilder::<Db>::new("SELECT status, COUNT(*) FROM communications");
+                if let Some(c) = campaign_id {
+                    qb.push(" WHERE campaign_id = ").push_bind(c.to_owned());
+                }
+                qb.push(" GROUP BY status");
+                let rows: Vec<(String, i64)> = qb.build_query_as().fetch_all(r).await?;
+                rows.into_iter()
+                    .map(|(s, n)| Ok((parse_status(&s, &s)?, u64::try_from(n).unwrap_or(0))))
+                    .collect()
+            }
+        }
+    };
+}
+
+backend!(sqlite, sqlx::Sqlite, sqlx::SqlitePool, lock = "");
+backend!(
+    postgres,
+    sqlx::Postgres,
+    sqlx::PgPool,
+    lock = " FOR UPDATE SKIP LOCKED"
+);

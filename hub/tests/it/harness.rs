@@ -1,0 +1,192 @@
+//! Shared test harness: stores on both backends, a hub in-process on port 0, communications.
+
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use clm_hub::store::Store;
+use clm_hub::{Config, Hub};
+use clm_mocks::SmsMock;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+/// A fresh SQLite store in its own temporary folder.
+pub async fn sqlite_store() -> (Store, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("hub.db").display());
+    (Store::connect(&url, 4).await.unwrap(), dir)
+}
+
+/// The PostgreSQL server `scripts/test.sh` started. Never skipped: without it the test fails.
+pub fn pg_url() -> String {
+    std::env::var("CLM_TEST_PG_URL").unwrap_or_else(|_| {
+        panic!("CLM_TEST_PG_URL is not set: run the suite with scripts/test.sh, which starts PostgreSQL")
+    })
+}
+
+/// A fresh, empty PostgreSQL database on the test server.
+pub async fn pg_database() -> String {
+    use sqlx::Connection;
+    let base = pg_url();
+    let name = format!("clm_t_{}", Uuid::new_v4().simple());
+    let mut conn = sqlx::PgConnection::connect(&base)
+        .await
+        .expect("connect to the test PostgreSQL");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.ok();
+    let (prefix, _) = base.rsplit_once('/').unwrap();
+    format!("{prefix}/{name}")
+}
+
+pub async fn pg_store() -> Store {
+    Store::connect(&pg_database().await, 8).await.unwrap()
+}
+
+/// A valid SMS communication as JSON.
+pub fn sms_json(campaign: &str, text: &str) -> Value {
+    json!({
+        "id": Uuid::new_v4().to_string(),
+        "campaign_id": campaign,
+        "customer_id": "cust-1",
+        "channel": "sms",
+        "recipient": "+79001234567",
+        "content": {"text": text},
+    })
+}
+
+pub struct TestHub {
+    pub hub: Hub,
+    pub client: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+/// Config for a hub on SQLite in a temp dir, listening on port 0, sending SMS to `mock`
+/// (sandbox off) with the given dialect; `tweak` adjusts it further.
+pub fn config_for(
+    mock: &SmsMock,
+    dialect: &str,
+    dir: &std::path::Path,
+    tweak: impl FnOnce(&mut Config),
+) -> Config {
+    let file = dir.join("hub.toml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"
+sandbox = false
+data_dir = "{data}"
+[server]
+listen = "127.0.0.1:0"
+[dispatcher]
+poll_ms = 20
+[channels.sms]
+enabled = true
+[channels.sms.policy]
+rate = 100000.0
+burst = 1000
+concurrency = 64
+timeout_ms = 2000
+max_attempts = 5
+backoff_initial_ms = 50
+backoff_max_ms = 200
+[channels.sms.gateway]
+dialect = "{dialect}"
+url = "{url}"
+from = "RTK"
+"#,
+            data = dir.join("data").display(),
+            url = if dialect == "json" {
+                mock.json_url()
+            } else {
+                mock.kannel_url()
+            },
+        ),
+    )
+    .unwrap();
+    let mut c = Config::load(Some(&file), Vec::new()).unwrap();
+    tweak(&mut c);
+    c.validate().unwrap();
+    c
+}
+
+pub async fn start_hub(config: Config, dir: tempfile::TempDir) -> TestHub {
+    let listener = tokio::net::TcpListener::bind(config.server.listen)
+        .await
+        .unwrap();
+    let hub = clm_hub::start(config, listener).await.unwrap();
+    TestHub {
+        hub,
+        client: reqwest::Client::new(),
+        _dir: dir,
+    }
+}
+
+impl TestHub {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.hub.base_url())
+    }
+
+    pub async fn submit(&self, body: &Value) -> (u16, Value) {
+        let r = self
+            .client
+            .post(self.url("/v1/communications"))
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn view(&self, id: &str) -> Value {
+        let r = self
+            .client
+            .get(self.url(&format!("/v1/communications/{id}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "GET communication {id}");
+        r.json().await.unwrap()
+    }
+
+    pub async fn status(&self, id: &str) -> String {
+        self.view(id).await["status"].as_str().unwrap().to_owned()
+    }
+
+    /// Polls until every id has one of `statuses`, or panics after `timeout` naming the stragglers.
+    pub async fn wait_for(&self, ids: &[String], statuses: &[&str], timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut pending: Vec<String> = ids.to_vec();
+        loop {
+            let mut still = Vec::new();
+            for id in &pending {
+                let s = self.status(id).await;
+                if !statuses.contains(&s.as_str()) {
+                    still.push(id.clone());
+                }
+            }
+            if still.is_empty() {
+                return;
+            }
+            if tokio::time::Instant::now() > deadline {
+                let sample = self.view(&still[0]).await;
+                panic!(
+                    "{} of {} not in {statuses:?} after {timeout:?}; e.g. {sample:#}",
+                    still.len(),
+                    ids.len()
+                );
+            }
+            pending = still;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stops the hub gracefully; the returned folder keeps its data until dropped.
+    pub async fn stop(self) -> tempfile::TempDir {
+        self.hub.stop().await;
+        self._dir
+    }
+}

@@ -337,8 +337,25 @@ impl Config {
             .into_iter()
             .filter(|(k, _)| k.starts_with("CLM_HUB__"))
             .collect();
-        fig = fig.merge(env_provider(vars));
-        let mut config: Config = fig.extract().map_err(|e| ConfigError::Load(Box::new(e)))?;
+        // Environment values are typed by their look (`42` a number, `true` a boolean), which
+        // is wrong for a string key whose value looks like a number (a numeric token): when the
+        // key wants a string, that variable is taken as a string and the extraction retried.
+        let mut as_string: Vec<Vec<String>> = Vec::new();
+        let mut config: Config = loop {
+            let attempt = fig.clone().merge(env_provider(&vars, &as_string));
+            match attempt.extract::<Config>() {
+                Ok(c) => break c,
+                Err(e) => {
+                    let wants_string = matches!(&e.kind, figment::error::Kind::InvalidType(_, exp) if exp.contains("string"));
+                    let from_env = vars.iter().any(|(k, _)| env_path(k) == e.path);
+                    if wants_string && from_env && !as_string.contains(&e.path) {
+                        as_string.push(e.path.clone());
+                        continue;
+                    }
+                    return Err(ConfigError::Load(Box::new(e)));
+                }
+            }
+        };
         config.fill_channel_defaults();
         config.validate()?;
         Ok(config)
@@ -495,19 +512,28 @@ impl Config {
 }
 
 /// `CLM_HUB__CHANNELS__SMS__POLICY__RATE=50` → `channels.sms.policy.rate = 50`.
-fn env_provider(vars: Vec<(String, String)>) -> impl figment::Provider {
+fn env_provider(vars: &[(String, String)], as_string: &[Vec<String>]) -> impl figment::Provider {
     // Figment's Env reads the process environment; we take a captured list instead so tests
     // and `load` callers control exactly what is seen. Values are typed as figment's Env types them.
-    let map: BTreeMap<String, String> = vars.into_iter().collect();
     let mut dict = figment::value::Dict::new();
-    for (k, v) in map {
-        let path: Vec<String> = k["CLM_HUB__".len()..]
-            .split("__")
-            .map(|s| s.to_ascii_lowercase())
-            .collect();
-        insert_path(&mut dict, &path, parse_env_value(&v));
+    for (k, v) in vars {
+        let path = env_path(k);
+        let value = if as_string.contains(&path) {
+            figment::value::Value::from(v.clone())
+        } else {
+            parse_env_value(v)
+        };
+        insert_path(&mut dict, &path, value);
     }
     Serialized::defaults(dict)
+}
+
+/// `CLM_HUB__CHANNELS__SMS__POLICY__RATE` → `["channels", "sms", "policy", "rate"]`.
+fn env_path(key: &str) -> Vec<String> {
+    key["CLM_HUB__".len()..]
+        .split("__")
+        .map(|s| s.to_ascii_lowercase())
+        .collect()
 }
 
 fn insert_path(dict: &mut figment::value::Dict, path: &[String], value: figment::value::Value) {
@@ -620,6 +646,27 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("channels.sms.ingest.token"), "{err}");
+    }
+
+    #[test]
+    fn the_committed_production_example_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/hub.toml");
+        let c = Config::load(
+            Some(&path),
+            env(&[
+                ("CLM_HUB__SERVER__API_TOKEN", "t0ken"),
+                ("CLM_HUB__CHANNELS__SMS__INGEST__TOKEN", "12345"),
+            ]),
+        )
+        .unwrap();
+        assert!(!c.sandbox);
+        assert_eq!(c.server.api_token.as_deref(), Some("t0ken"));
+        // A numeric-looking secret stays a string.
+        assert_eq!(
+            c.channel(ChannelId::Sms).ingest.token.as_deref(),
+            Some("12345")
+        );
+        assert!(c.store_url().starts_with("postgres://"));
     }
 
     #[test]

@@ -245,6 +245,8 @@ struct EndToEnd {
     rss_idle_mb: f64,
     cpu_intake: CpuWindow,
     cpu_total: CpuWindow,
+    /// Hub threads by CPU over the whole run: name, how many, CPU seconds.
+    threads: Vec<(String, usize, f64)>,
     log_lines: usize,
 }
 
@@ -304,6 +306,7 @@ async fn hub_end_to_end(mock: &SmsMock, n: u64) -> anyhow::Result<EndToEnd> {
     let client = poster_client()?;
     let url = hub.url("/v1/communications");
     let bodies = Arc::new(bodies);
+    let threads0 = thread_cpu(hub.pid());
     let cpu0 = CpuSample::take(hub.pid());
     let t0 = Instant::now();
     let posting = {
@@ -365,6 +368,7 @@ async fn hub_end_to_end(mock: &SmsMock, n: u64) -> anyhow::Result<EndToEnd> {
         tokio::time::sleep(Duration::from_millis(2)).await;
     };
     let cpu_end = CpuSample::take(hub.pid());
+    let threads = busiest_threads(&threads0, &thread_cpu(hub.pid()));
     let (intake, cpu_intake_end, sent_at_intake_end) = intake.expect("intake finished");
 
     let peak_kb = proc_status_kb(hub.pid(), "VmHWM").unwrap_or(0);
@@ -381,6 +385,7 @@ async fn hub_end_to_end(mock: &SmsMock, n: u64) -> anyhow::Result<EndToEnd> {
         rss_idle_mb,
         cpu_intake: cpu_intake_end.since(cpu0),
         cpu_total: cpu_end.since(cpu0),
+        threads,
         log_lines,
     })
 }
@@ -568,11 +573,7 @@ delivery_reports = false
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
-        for (k, _) in std::env::vars() {
-            if k.starts_with("CLM_HUB__") {
-                cmd.env_remove(k);
-            }
-        }
+        // `CLM_HUB__…` variables reach the hub (they override the file; the report lists them).
         let child = cmd.spawn().context("spawn clm-hub")?;
         let hub = HubProcess {
             child,
@@ -707,6 +708,44 @@ fn cpu_secs(pid: &str) -> f64 {
     ticks as f64 / clock_ticks()
 }
 
+/// CPU seconds per thread of a process, keyed by thread id, with the thread's name.
+fn thread_cpu(pid: u32) -> Vec<(u32, String, f64)> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| {
+            let tid: u32 = t.file_name().to_str()?.parse().ok()?;
+            let name = std::fs::read_to_string(t.path().join("comm")).ok()?;
+            let cpu = cpu_secs(&format!("{pid}/task/{tid}"));
+            Some((tid, name.trim().to_owned(), cpu))
+        })
+        .collect()
+}
+
+/// The busiest threads between two samples, grouped by name: `name ×count cpu`.
+fn busiest_threads(
+    before: &[(u32, String, f64)],
+    after: &[(u32, String, f64)],
+) -> Vec<(String, usize, f64)> {
+    let mut by_name: std::collections::BTreeMap<String, (usize, f64)> = Default::default();
+    for (tid, name, cpu) in after {
+        let start = before
+            .iter()
+            .find(|(t, _, _)| t == tid)
+            .map_or(0.0, |(_, _, c)| *c);
+        let e = by_name.entry(name.clone()).or_default();
+        e.0 += 1;
+        e.1 += cpu - start;
+    }
+    let mut v: Vec<_> = by_name.into_iter().map(|(n, (k, c))| (n, k, c)).collect();
+    v.sort_by(|a, b| b.2.total_cmp(&a.2));
+    v.retain(|t| t.2 >= 0.01);
+    v.truncate(8);
+    v
+}
+
 fn clock_ticks() -> f64 {
     static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
     *TICKS.get_or_init(|| {
@@ -781,6 +820,10 @@ fn report(opts: &Opts, c: &Ceiling, e: &EndToEnd, b: Option<&Backlog>) {
             b.peak_mb
         );
     }
+    let overrides = hub_env_overrides();
+    if !overrides.is_empty() {
+        cmd = format!("{} {cmd}", overrides.join(" "));
+    }
     println!();
     println!("Reproduce: `{cmd}`");
     println!();
@@ -810,6 +853,18 @@ fn report(opts: &Opts, c: &Ceiling, e: &EndToEnd, b: Option<&Backlog>) {
             pct(w.bench, w.wall)
         );
     }
+    let threads: Vec<String> = e
+        .threads
+        .iter()
+        .map(|(name, k, cpu)| {
+            if *k > 1 {
+                format!("{name} ×{k} {cpu:.2} s")
+            } else {
+                format!("{name} {cpu:.2} s")
+            }
+        })
+        .collect();
+    println!("- hub threads by CPU, whole run: {}", threads.join(", "));
     println!("- hub log: {} lines", e.log_lines);
     if let Some(b) = b {
         println!(
@@ -821,6 +876,16 @@ fn report(opts: &Opts, c: &Ceiling, e: &EndToEnd, b: Option<&Backlog>) {
             b.db_mb
         );
     }
+}
+
+/// `CLM_HUB__…=…` variables in the environment, which the hub child inherits.
+fn hub_env_overrides() -> Vec<String> {
+    let mut v: Vec<String> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("CLM_HUB__"))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    v.sort();
+    v
 }
 
 /// CPU use as a percentage of one core.

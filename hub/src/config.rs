@@ -76,7 +76,7 @@ pub struct DispatcherConfig {
     pub poll_ms: u64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ChannelConfig {
     pub enabled: bool,
@@ -248,17 +248,6 @@ impl Default for DispatcherConfig {
             claim_batch: 500,
             lease_secs: 300,
             poll_ms: 250,
-        }
-    }
-}
-
-impl Default for ChannelConfig {
-    fn default() -> Self {
-        ChannelConfig {
-            enabled: false,
-            policy: PolicyConfig::default(),
-            ingest: IngestAuthConfig::default(),
-            gateway: None,
         }
     }
 }

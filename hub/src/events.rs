@@ -19,7 +19,8 @@ use crate::store::Store;
 pub struct Published {
     pub seq: i64,
     pub routing_key: String,
-    pub event: serde_json::Value,
+    /// The event's JSON as stored, passed through unparsed.
+    pub event: Box<serde_json::value::RawValue>,
 }
 
 /// Events kept for `GET /v1/events`.
@@ -95,12 +96,14 @@ pub async fn publish_loop(
                 backoff = Duration::from_millis(100);
                 let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
                 for r in rows {
-                    let event = serde_json::from_str(&r.payload).unwrap_or(serde_json::Value::Null);
-                    bus.publish(Published {
-                        seq: r.seq,
-                        routing_key: r.routing_key,
-                        event,
-                    });
+                    match serde_json::value::RawValue::from_string(r.payload) {
+                        Ok(event) => bus.publish(Published {
+                            seq: r.seq,
+                            routing_key: r.routing_key,
+                            event,
+                        }),
+                        Err(e) => warn!(seq = r.seq, error = %e, "outbox row is not JSON; dropped"),
+                    }
                 }
                 published.fetch_add(seqs.len() as u64, std::sync::atomic::Ordering::Relaxed);
                 if let Err(e) = store.outbox_delete(&seqs).await {

@@ -45,11 +45,29 @@ fn query_param(query: &str, key: &str) -> Option<String> {
         .map(|(_, v)| v.into_owned())
 }
 
+/// The `token` parameter of a request: in the query, or in a form body (Kannel's POSTed reports
+/// carry the `dlr-url`'s query there).
+fn token_param(query: &str, headers: &HeaderMap, body: &[u8]) -> Option<String> {
+    query_param(query, "token").or_else(|| {
+        let is_form = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+        if is_form {
+            form_urlencoded::parse(body)
+                .find(|(k, _)| k == "token")
+                .map(|(_, v)| v.into_owned())
+        } else {
+            None
+        }
+    })
+}
+
 /// `Ok` when the caller proved itself, or when nothing is configured.
 fn authenticate(
     auth: &IngestAuthConfig,
     headers: &HeaderMap,
-    query: &str,
+    token_param: Option<String>,
     signed: &[u8],
 ) -> Result<(), &'static str> {
     if auth.token.is_none() && auth.hmac_secret.is_none() {
@@ -60,7 +78,7 @@ fn authenticate(
             .get("x-clm-token")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
-            .or_else(|| query_param(query, "token"));
+            .or(token_param);
         if given.is_some_and(|g| same(g.as_bytes(), token.as_bytes())) {
             return Ok(());
         }
@@ -108,7 +126,12 @@ pub async fn ingest(
     } else {
         &body
     };
-    if let Err(msg) = authenticate(&cfg.ingest, &headers, &query, signed) {
+    if let Err(msg) = authenticate(
+        &cfg.ingest,
+        &headers,
+        token_param(&query, &headers, &body),
+        signed,
+    ) {
         shared
             .metrics
             .ingest_unauthorized
@@ -224,12 +247,20 @@ mod tests {
     fn tokens_are_checked_from_query_or_header() {
         let a = auth(Some("s3cret"), None);
         let h = HeaderMap::new();
-        assert!(authenticate(&a, &h, "id=1&token=s3cret", b"").is_ok());
-        assert!(authenticate(&a, &h, "id=1&token=wrong", b"").is_err());
-        assert!(authenticate(&a, &h, "id=1", b"").is_err());
+        let q = |query: &str| token_param(query, &HeaderMap::new(), b"");
+        assert!(authenticate(&a, &h, q("id=1&token=s3cret"), b"").is_ok());
+        assert!(authenticate(&a, &h, q("id=1&token=wrong"), b"").is_err());
+        assert!(authenticate(&a, &h, q("id=1"), b"").is_err());
+        let mut form = HeaderMap::new();
+        form.insert(
+            header::CONTENT_TYPE,
+            "application/x-www-form-urlencoded".parse().unwrap(),
+        );
+        let from_body = token_param("", &form, b"id=1&type=1&token=s3cret");
+        assert!(authenticate(&a, &form, from_body, b"").is_ok());
         let mut h = HeaderMap::new();
         h.insert("x-clm-token", "s3cret".parse().unwrap());
-        assert!(authenticate(&a, &h, "", b"").is_ok());
+        assert!(authenticate(&a, &h, None, b"").is_ok());
     }
 
     #[test]
@@ -240,12 +271,12 @@ mod tests {
         let sig = hex::encode(mac.finalize().into_bytes());
         let mut h = HeaderMap::new();
         h.insert("x-clm-signature", format!("sha256={sig}").parse().unwrap());
-        assert!(authenticate(&a, &h, "", b"{\"a\":1}").is_ok());
-        assert!(authenticate(&a, &h, "", b"{\"a\":2}").is_err());
+        assert!(authenticate(&a, &h, None, b"{\"a\":1}").is_ok());
+        assert!(authenticate(&a, &h, None, b"{\"a\":2}").is_err());
     }
 
     #[test]
     fn nothing_configured_means_open() {
-        assert!(authenticate(&auth(None, None), &HeaderMap::new(), "", b"").is_ok());
+        assert!(authenticate(&auth(None, None), &HeaderMap::new(), None, b"").is_ok());
     }
 }

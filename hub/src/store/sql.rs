@@ -27,6 +27,8 @@ const CANCEL_CHUNK: i64 = 5000;
 const PENDING: &str = "('received', 'scheduled', 'retry_wait')";
 const FINAL: &str = "('delivered', 'failed', 'expired', 'cancelled', 'rejected')";
 
+// Eight plain fields of one event; a builder would only rename them.
+#[allow(clippy::too_many_arguments)]
 fn status_event(
     id: Uuid,
     campaign_id: &str,
@@ -57,7 +59,7 @@ fn parse_uuid(v: &str) -> Result<Uuid> {
 }
 
 macro_rules! backend {
-    ($name:ident, $Db:ty, $Pool:ty, lock = $lock:literal) => {
+    ($name:ident, $Db:ty, $Pool:ty, lock = $lock:literal, lock_row = $lock_row:literal) => {
         pub mod $name {
             use super::*;
             use sqlx::{QueryBuilder, Transaction};
@@ -342,8 +344,10 @@ macro_rules! backend {
                 let reason = "claim expired: the instance that claimed it stopped mid-send";
                 let mut tx = w.begin().await?;
                 let mut qb = QueryBuilder::<Db>::new(
+                    // The abandoned attempt counts: it may have reached the channel, it counts
+                    // toward max_attempts, and the next attempt gets the next number.
                     "UPDATE communications SET status = 'retry_wait', claimed_by = NULL, \
-                     claim_until = NULL, reason = ",
+                     claim_until = NULL, attempts = attempts + 1, reason = ",
                 );
                 qb.push_bind(reason)
                     .push(", next_attempt_at = ")
@@ -393,7 +397,9 @@ macro_rules! backend {
                                 .push_bind(ext.clone());
                         }
                     }
-                    qb.push(" LIMIT 1");
+                    // Lock the communication so concurrent reports of its parts count each other
+                    // (PostgreSQL, READ COMMITTED); SQLite has one writer anyway.
+                    qb.push(" LIMIT 1").push($lock_row);
                     let found: Option<(String, String, String, i64, i64)> =
                         qb.build_query_as().fetch_optional(&mut *tx).await?;
                     let Some((id, status, campaign, parts, attempts)) = found else {
@@ -503,6 +509,9 @@ macro_rules! backend {
                         .push(PENDING)
                         .push(" LIMIT ")
                         .push_bind(CANCEL_CHUNK)
+                        // A row a claimer holds is skipped: it is `sending` once that commits,
+                        // and the dispatcher finishes it as cancelled (in-memory check).
+                        .push($lock)
                         .push(") RETURNING id, channel, attempts");
                     let rows: Vec<(String, String, i64)> =
                         qb.build_query_as().fetch_all(&mut *tx).await?;
@@ -745,10 +754,17 @@ macro_rules! backend {
     };
 }
 
-backend!(sqlite, sqlx::Sqlite, sqlx::SqlitePool, lock = "");
+backend!(
+    sqlite,
+    sqlx::Sqlite,
+    sqlx::SqlitePool,
+    lock = "",
+    lock_row = ""
+);
 backend!(
     postgres,
     sqlx::Postgres,
     sqlx::PgPool,
-    lock = " FOR UPDATE SKIP LOCKED"
+    lock = " FOR UPDATE SKIP LOCKED",
+    lock_row = " FOR UPDATE"
 );

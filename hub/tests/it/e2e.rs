@@ -895,3 +895,30 @@ async fn the_embedded_default_sends_through_its_bundled_mock() {
     assert_eq!(sandbox.sms.received()[0].text, "Привет из песочницы");
     hub.stop().await;
 }
+
+#[tokio::test]
+async fn kannel_reports_posted_as_forms_are_taken_with_their_token() {
+    let mock = mock().await;
+    mock.set_dlr(DlrConfig {
+        method: clm_mocks::DlrMethod::Post,
+        ..DlrConfig::default()
+    });
+    let hub = hub_with(&mock, "kannel", |c| {
+        c.channels
+            .get_mut(&clm_contracts::ChannelId::Sms)
+            .unwrap()
+            .ingest
+            .token = Some("form-secret".into());
+    })
+    .await;
+    let item = sms_json("form", "Posted report");
+    let id = item["id"].as_str().unwrap().to_owned();
+    hub.submit(&item).await;
+    hub.wait_for(
+        std::slice::from_ref(&id),
+        &["delivered"],
+        Duration::from_secs(10),
+    )
+    .await;
+    hub.stop().await;
+}

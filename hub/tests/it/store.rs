@@ -6,6 +6,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
+use clm_contracts::api::CommunicationView;
 use clm_contracts::{ChannelId, Classification, Communication, Event, ResponseKind, Status};
 use clm_hub::store::{
     AttemptRow, Claimed, Correlation, Finish, IncomingResponse, InsertOutcome, NewCommunication,
@@ -123,8 +124,24 @@ fn ids(claimed: &[Claimed]) -> Vec<Uuid> {
     claimed.iter().map(|c| c.comm.id).collect()
 }
 
+async fn view_of(store: &Store, id: Uuid) -> CommunicationView {
+    store.view(id).await.unwrap().expect("stored")
+}
+
 async fn status_of(store: &Store, id: Uuid) -> Status {
-    store.view(id).await.unwrap().expect("stored").status
+    view_of(store, id).await.status
+}
+
+async fn finish(store: &Store, instance: &str, items: &[Finish], now: DateTime<Utc>) -> Vec<Uuid> {
+    store.finish_batch(instance, items, now).await.unwrap()
+}
+
+async fn respond(
+    store: &Store,
+    items: &[IncomingResponse],
+    now: DateTime<Utc>,
+) -> Vec<ResponseOutcome> {
+    store.record_responses(items, now).await.unwrap()
 }
 
 async fn count(store: &Store, campaign: &str, status: Status) -> u64 {
@@ -206,7 +223,7 @@ async fn insert_sent(store: &Store, comms: &[Communication], parts: u32) {
     let claimed = claim(store, "hub-a", comms.len() as u32, at(1)).await;
     assert_eq!(claimed.len(), comms.len());
     let finishes: Vec<Finish> = claimed.iter().map(sent).collect();
-    let changed = store.finish_batch("hub-a", &finishes, at(2)).await.unwrap();
+    let changed = finish(store, "hub-a", &finishes, at(2)).await;
     assert_eq!(changed.len(), comms.len());
 }
 
@@ -279,7 +296,7 @@ async fn check_insert_writes_one_status_event_per_accepted_communication(store: 
         at(0),
     )
     .await;
-    insert(store, &[later.clone()], at(1)).await;
+    insert(store, std::slice::from_ref(&later), at(1)).await;
 
     let rows = store.outbox_fetch(100).await.unwrap();
     assert_eq!(rows.len(), 2, "duplicates write no event: {rows:?}");
@@ -382,7 +399,7 @@ async fn check_a_claim_is_not_handed_out_again_until_its_lease_is_reaped(store: 
     let first = claim(store, "hub-a", 10, at(1)).await;
     assert_eq!(first.len(), 2);
     let late = sms("lease");
-    insert(store, &[late.clone()], at(20)).await;
+    insert(store, std::slice::from_ref(&late), at(20)).await;
     let third = claim(store, "hub-b", 10, at(20)).await;
     assert_eq!(ids(&third), [late.id]);
 
@@ -394,7 +411,7 @@ async fn check_a_claim_is_not_handed_out_again_until_its_lease_is_reaped(store: 
     // hub-a's lease (until 31 s) ran out; hub-b's (until 50 s) did not.
     assert_eq!(store.reap_expired_claims(at(40)).await.unwrap(), 2);
     for id in [a.id, b.id] {
-        let view = store.view(id).await.unwrap().unwrap();
+        let view = view_of(store, id).await;
         assert_eq!(view.status, Status::RetryWait);
         assert_eq!(view.next_attempt_at, Some(at(40)));
         assert!(view.reason.unwrap().contains("claim expired"));
@@ -407,7 +424,8 @@ async fn check_a_claim_is_not_handed_out_again_until_its_lease_is_reaped(store: 
     let again = claim(store, "hub-b", 10, at(40)).await;
     let got: HashSet<Uuid> = ids(&again).into_iter().collect();
     assert_eq!(got, HashSet::from([a.id, b.id]));
-    assert!(again.iter().all(|c| c.attempts == 0));
+    // The abandoned attempt counts: the next one gets the next number.
+    assert!(again.iter().all(|c| c.attempts == 1));
     assert_eq!(count(store, "lease", Status::Sending).await, 3);
 }
 
@@ -450,7 +468,7 @@ async fn check_two_claimers_never_get_the_same_communication(store: &Store) {
 async fn check_finish_batch_records_outcomes_and_ignores_claims_taken_over(store: &Store) {
     // `lost` is claimed by hub-a, whose lease runs out; hub-b takes it over.
     let lost = sms("finish");
-    insert(store, &[lost.clone()], at(0)).await;
+    insert(store, std::slice::from_ref(&lost), at(0)).await;
     let lost_by_a = claim(store, "hub-a", 10, at(0)).await.remove(0);
     assert_eq!(store.reap_expired_claims(at(31)).await.unwrap(), 1);
     assert_eq!(ids(&claim(store, "hub-b", 10, at(31)).await), [lost.id]);
@@ -474,11 +492,11 @@ async fn check_finish_batch_records_outcomes_and_ignores_claims_taken_over(store
     fail.reason = Some("invalid recipient".into());
     let stale = sent(&lost_by_a);
     let items = [sent(of(ok.id)), retry, fail, stale];
-    let changed = store.finish_batch("hub-a", &items, at(34)).await.unwrap();
+    let changed = finish(store, "hub-a", &items, at(34)).await;
     let changed: HashSet<Uuid> = changed.into_iter().collect();
     assert_eq!(changed, HashSet::from([ok.id, busy.id, refused.id]));
 
-    let view = store.view(ok.id).await.unwrap().unwrap();
+    let view = view_of(store, ok.id).await;
     assert_eq!(view.status, Status::Sent);
     assert_eq!(view.external_id, Some(ext_id(ok.id)));
     assert_eq!(view.next_attempt_at, None);
@@ -491,20 +509,20 @@ async fn check_finish_batch_records_outcomes_and_ignores_claims_taken_over(store
     assert_eq!(attempt.started_at, at(100));
     assert_eq!(attempt.external_id, Some(ext_id(ok.id)));
 
-    let view = store.view(busy.id).await.unwrap().unwrap();
+    let view = view_of(store, busy.id).await;
     assert_eq!(view.status, Status::RetryWait);
     assert_eq!(view.next_attempt_at, Some(at(60)));
     assert_eq!(view.reason.as_deref(), Some("HTTP 503"));
     assert_eq!(view.attempts[0].classification, Classification::Retry);
     assert_eq!(view.attempts[0].answer, "503");
 
-    let view = store.view(refused.id).await.unwrap().unwrap();
+    let view = view_of(store, refused.id).await;
     assert_eq!(view.status, Status::Failed);
     assert_eq!(view.reason.as_deref(), Some("invalid recipient"));
     assert_eq!(view.attempts[0].classification, Classification::Fail);
 
     // The claim hub-b holds is untouched; only hub-a's attempt is logged.
-    let view = store.view(lost.id).await.unwrap().unwrap();
+    let view = view_of(store, lost.id).await;
     assert_eq!(view.status, Status::Sending);
     assert_eq!(view.external_id, None);
     assert_eq!(view.attempts.len(), 1);
@@ -522,10 +540,7 @@ async fn check_finish_batch_records_outcomes_and_ignores_claims_taken_over(store
     assert_eq!(sent_event.attempts, 1);
 
     // An outcome written twice changes nothing the second time.
-    let again = store
-        .finish_batch("hub-a", &[sent(of(ok.id))], at(35))
-        .await
-        .unwrap();
+    let again = finish(store, "hub-a", &[sent(of(ok.id))], at(35)).await;
     assert!(again.is_empty());
     assert!(drain_events(store).await.is_empty());
 
@@ -540,7 +555,7 @@ async fn check_every_attempt_is_logged_when_a_claim_was_taken_over(store: &Store
     // hub-a claims, stalls past its lease, and hub-b takes the communication over. Both
     // attempts really happened, so both belong in the attempt log.
     let c = sms("takeover");
-    insert(store, &[c.clone()], at(0)).await;
+    insert(store, std::slice::from_ref(&c), at(0)).await;
     let by_a = claim(store, "hub-a", 1, at(0)).await.remove(0);
     store.reap_expired_claims(at(31)).await.unwrap();
     let by_b = claim(store, "hub-b", 1, at(31)).await.remove(0);
@@ -551,20 +566,11 @@ async fn check_every_attempt_is_logged_when_a_claim_was_taken_over(store: &Store
         Classification::Retry,
         "504 from a",
     );
-    assert!(
-        store
-            .finish_batch("hub-a", &[late_a], at(32))
-            .await
-            .unwrap()
-            .is_empty()
-    );
-    let changed = store
-        .finish_batch("hub-b", &[sent(&by_b)], at(33))
-        .await
-        .unwrap();
+    assert!(finish(store, "hub-a", &[late_a], at(32)).await.is_empty());
+    let changed = finish(store, "hub-b", &[sent(&by_b)], at(33)).await;
     assert_eq!(changed, [c.id]);
 
-    let view = store.view(c.id).await.unwrap().unwrap();
+    let view = view_of(store, c.id).await;
     assert_eq!(view.status, Status::Sent);
     let answers: Vec<&str> = view.attempts.iter().map(|a| a.answer.as_str()).collect();
     assert_eq!(
@@ -597,7 +603,7 @@ async fn check_release_gives_claims_back_as_scheduled_at_the_given_time(store: &
         .await
         .unwrap();
     for id in [a.id, b.id] {
-        let view = store.view(id).await.unwrap().unwrap();
+        let view = view_of(store, id).await;
         assert_eq!(view.status, Status::Scheduled);
         assert_eq!(view.next_attempt_at, Some(at(3600)));
         assert_eq!(view.reason.as_deref(), Some("outside the send window"));
@@ -618,44 +624,43 @@ async fn check_responses_correlate_by_id_and_by_external_id(store: &Store) {
     insert_sent(store, &[a.clone(), b.clone()], 1).await;
     drain_events(store).await;
 
-    let out = store
-        .record_responses(
-            &[
-                report(Correlation::Id(a.id), ResponseKind::Delivered, "a-1"),
-                report(
-                    Correlation::External(ext_id(b.id)),
-                    ResponseKind::Delivered,
-                    "b-1",
-                ),
-                report(
-                    Correlation::Id(Uuid::new_v4()),
-                    ResponseKind::Delivered,
-                    "x",
-                ),
-                report(
-                    Correlation::External("no-such-message".into()),
-                    ResponseKind::Delivered,
-                    "y",
-                ),
-                // External ids are the channel's own: the same one on another channel is unknown.
-                IncomingResponse {
-                    channel: ChannelId::Email,
-                    ..report(
-                        Correlation::External(ext_id(a.id)),
-                        ResponseKind::Opened,
-                        "z",
-                    )
-                },
-            ],
-            at(60),
-        )
-        .await
-        .unwrap();
+    let out = respond(
+        store,
+        &[
+            report(Correlation::Id(a.id), ResponseKind::Delivered, "a-1"),
+            report(
+                Correlation::External(ext_id(b.id)),
+                ResponseKind::Delivered,
+                "b-1",
+            ),
+            report(
+                Correlation::Id(Uuid::new_v4()),
+                ResponseKind::Delivered,
+                "x",
+            ),
+            report(
+                Correlation::External("no-such-message".into()),
+                ResponseKind::Delivered,
+                "y",
+            ),
+            // External ids are the channel's own: the same one on another channel is unknown.
+            IncomingResponse {
+                channel: ChannelId::Email,
+                ..report(
+                    Correlation::External(ext_id(a.id)),
+                    ResponseKind::Opened,
+                    "z",
+                )
+            },
+        ],
+        at(60),
+    )
+    .await;
     use ResponseOutcome::{NotFound, Recorded};
     assert_eq!(out, [Recorded, Recorded, NotFound, NotFound, NotFound]);
 
     for (c, key) in [(&a, "a-1"), (&b, "b-1")] {
-        let view = store.view(c.id).await.unwrap().unwrap();
+        let view = view_of(store, c.id).await;
         assert_eq!(view.status, Status::Delivered);
         assert_eq!(view.responses.len(), 1);
         let r = &view.responses[0];
@@ -677,17 +682,14 @@ async fn check_responses_correlate_by_id_and_by_external_id(store: &Store) {
 
 async fn check_a_repeated_report_is_recorded_once(store: &Store) {
     let c = sms("dup-dlr");
-    insert_sent(store, &[c.clone()], 1).await;
+    insert_sent(store, std::slice::from_ref(&c), 1).await;
     drain_events(store).await;
     let clicked = report(Correlation::Id(c.id), ResponseKind::Clicked, "click-1");
-    let out = store
-        .record_responses(&[clicked.clone(), clicked.clone()], at(60))
-        .await
-        .unwrap();
+    let out = respond(store, &[clicked.clone(), clicked.clone()], at(60)).await;
     assert_eq!(out, [ResponseOutcome::Recorded, ResponseOutcome::Duplicate]);
-    let out = store.record_responses(&[clicked], at(61)).await.unwrap();
+    let out = respond(store, &[clicked], at(61)).await;
     assert_eq!(out, [ResponseOutcome::Duplicate]);
-    let view = store.view(c.id).await.unwrap().unwrap();
+    let view = view_of(store, c.id).await;
     assert_eq!(view.responses.len(), 1);
     assert_eq!(
         view.status,
@@ -705,27 +707,18 @@ async fn check_a_multi_part_sms_is_delivered_when_every_part_is(store: &Store) {
     insert_sent(store, &[per_part.clone(), whole.clone()], 2).await;
     drain_events(store).await;
 
-    let out = store
-        .record_responses(&[part_report(per_part.id, "part-1")], at(60))
-        .await
-        .unwrap();
+    let out = respond(store, &[part_report(per_part.id, "part-1")], at(60)).await;
     assert_eq!(out, [ResponseOutcome::Recorded]);
     assert_eq!(status_of(store, per_part.id).await, Status::Sent);
-    let out = store
-        .record_responses(&[part_report(per_part.id, "part-1")], at(61))
-        .await
-        .unwrap();
+    let out = respond(store, &[part_report(per_part.id, "part-1")], at(61)).await;
     assert_eq!(out, [ResponseOutcome::Duplicate], "one part reported twice");
     assert_eq!(status_of(store, per_part.id).await, Status::Sent);
-    store
-        .record_responses(&[part_report(per_part.id, "part-2")], at(62))
-        .await
-        .unwrap();
+    respond(store, &[part_report(per_part.id, "part-2")], at(62)).await;
     assert_eq!(status_of(store, per_part.id).await, Status::Delivered);
 
     // A gateway that reports for the whole message needs one report.
     let r = report(Correlation::Id(whole.id), ResponseKind::Delivered, "all");
-    store.record_responses(&[r], at(63)).await.unwrap();
+    respond(store, &[r], at(63)).await;
     assert_eq!(status_of(store, whole.id).await, Status::Delivered);
 
     let events = drain_events(store).await;
@@ -743,48 +736,46 @@ async fn check_undelivered_fails_and_responses_never_change_a_final_status(store
     let (lost, late) = (sms("final"), sms("final"));
     insert_sent(store, &[lost.clone(), late.clone()], 1).await;
     let cancelled = sms("to-cancel");
-    insert(store, &[cancelled.clone()], at(3)).await;
+    insert(store, std::slice::from_ref(&cancelled), at(3)).await;
     assert_eq!(store.cancel_campaign("to-cancel", at(4)).await.unwrap(), 1);
     drain_events(store).await;
 
     let r = report(Correlation::Id(lost.id), ResponseKind::Undelivered, "u-1");
-    store.record_responses(&[r], at(60)).await.unwrap();
-    let view = store.view(lost.id).await.unwrap().unwrap();
+    respond(store, &[r], at(60)).await;
+    let view = view_of(store, lost.id).await;
     assert_eq!(view.status, Status::Failed);
     assert_eq!(view.reason.as_deref(), Some("report u-1"));
 
     // Delivered after failed, delivered for a cancelled one: stored, but the status stays.
-    let out = store
-        .record_responses(
-            &[
-                report(Correlation::Id(lost.id), ResponseKind::Delivered, "d-1"),
-                report(
-                    Correlation::Id(cancelled.id),
-                    ResponseKind::Delivered,
-                    "d-2",
-                ),
-            ],
-            at(61),
-        )
-        .await
-        .unwrap();
+    let out = respond(
+        store,
+        &[
+            report(Correlation::Id(lost.id), ResponseKind::Delivered, "d-1"),
+            report(
+                Correlation::Id(cancelled.id),
+                ResponseKind::Delivered,
+                "d-2",
+            ),
+        ],
+        at(61),
+    )
+    .await;
     assert_eq!(out, [ResponseOutcome::Recorded, ResponseOutcome::Recorded]);
     assert_eq!(status_of(store, lost.id).await, Status::Failed);
-    let view = store.view(cancelled.id).await.unwrap().unwrap();
+    let view = view_of(store, cancelled.id).await;
     assert_eq!(view.status, Status::Cancelled);
     assert_eq!(view.responses.len(), 1);
 
     // Delivered, then undelivered: the first final status holds.
-    let out = store
-        .record_responses(
-            &[
-                report(Correlation::Id(late.id), ResponseKind::Delivered, "d-3"),
-                report(Correlation::Id(late.id), ResponseKind::Undelivered, "u-3"),
-            ],
-            at(62),
-        )
-        .await
-        .unwrap();
+    let out = respond(
+        store,
+        &[
+            report(Correlation::Id(late.id), ResponseKind::Delivered, "d-3"),
+            report(Correlation::Id(late.id), ResponseKind::Undelivered, "u-3"),
+        ],
+        at(62),
+    )
+    .await;
     assert_eq!(out, [ResponseOutcome::Recorded, ResponseOutcome::Recorded]);
     assert_eq!(status_of(store, late.id).await, Status::Delivered);
 
@@ -809,21 +800,20 @@ async fn check_undelivered_fails_and_responses_never_change_a_final_status(store
 }
 
 async fn check_concurrent_part_reports_deliver_a_multi_part_sms(store: &Store) {
-    // Two ingest paths (two hub instances) each get one part's report of the same messages
-    // at about the same time; every message still ends delivered.
+    // Two ingest paths (two hub instances) get the two parts' reports of the same message at
+    // the same moment; every message still ends delivered.
     let comms: Vec<Communication> = (0..200).map(|_| sms("race-parts")).collect();
     insert_sent(store, &comms, 2).await;
+    let together = std::sync::Arc::new(tokio::sync::Barrier::new(2));
     let tasks: Vec<_> = ["part-1", "part-2"]
         .into_iter()
         .map(|key| {
-            let store = store.clone();
+            let (store, together) = (store.clone(), together.clone());
             let ids: Vec<Uuid> = comms.iter().map(|c| c.id).collect();
             tokio::spawn(async move {
                 for id in ids {
-                    let out = store
-                        .record_responses(&[part_report(id, key)], at(60))
-                        .await
-                        .unwrap();
+                    together.wait().await;
+                    let out = respond(&store, &[part_report(id, key)], at(60)).await;
                     assert_eq!(out, [ResponseOutcome::Recorded]);
                 }
             })
@@ -833,7 +823,7 @@ async fn check_concurrent_part_reports_deliver_a_multi_part_sms(store: &Store) {
         task.await.unwrap();
     }
     let rows = store.count_by_status(Some("race-parts")).await.unwrap();
-    assert_eq!(rows, [(Status::Delivered, 200)]);
+    assert_eq!(rows, [(Status::Delivered, 200)], "parts reported at once");
 }
 
 async fn check_cancel_campaign_cancels_only_its_pending_communications(store: &Store) {
@@ -854,11 +844,8 @@ async fn check_cancel_campaign_cancels_only_its_pending_communications(store: &S
         "503",
     );
     retry.next_attempt_at = Some(at(60));
-    store
-        .finish_batch("hub-a", &[retry, sent(of(was_sent.id))], at(1))
-        .await
-        .unwrap();
-    insert(store, &[in_flight.clone()], at(2)).await;
+    finish(store, "hub-a", &[retry, sent(of(was_sent.id))], at(1)).await;
+    insert(store, std::slice::from_ref(&in_flight), at(2)).await;
     assert_eq!(ids(&claim(store, "hub-a", 10, at(2)).await), [in_flight.id]);
     insert(
         store,
@@ -870,7 +857,7 @@ async fn check_cancel_campaign_cancels_only_its_pending_communications(store: &S
 
     assert_eq!(store.cancel_campaign("spring", at(10)).await.unwrap(), 3);
     for c in [&received, &scheduled, &retrying] {
-        let view = store.view(c.id).await.unwrap().unwrap();
+        let view = view_of(store, c.id).await;
         assert_eq!(view.status, Status::Cancelled, "{}", c.id);
         assert_eq!(view.reason.as_deref(), Some("campaign cancelled"));
     }
@@ -952,14 +939,14 @@ async fn check_cancel_never_takes_a_communication_a_claimer_holds(store: &Store)
     let cancelled = store.cancel_campaign("racing", at(1)).await.unwrap();
     let claimed = claimer.await.unwrap();
 
-    let mut still_claimed = 0;
+    let mut taken_from_claimer = 0;
     for id in &claimed {
         if status_of(store, *id).await != Status::Sending {
-            still_claimed += 1;
+            taken_from_claimer += 1;
         }
     }
     assert_eq!(
-        still_claimed, 0,
+        taken_from_claimer, 0,
         "communications handed to a claimer were cancelled under it"
     );
     assert_eq!(claimed.len() as u64 + cancelled, total as u64);
@@ -1048,10 +1035,7 @@ async fn check_depth_by_channel_counts_pending_and_sending(store: &Store) {
     let claimed = claim(store, "hub-a", 2, at(1)).await;
     assert_eq!(claimed.len(), 2);
     // One of the two is sent: neither waiting nor in flight any more.
-    store
-        .finish_batch("hub-a", &[sent(&claimed[0])], at(2))
-        .await
-        .unwrap();
+    finish(store, "hub-a", &[sent(&claimed[0])], at(2)).await;
 
     let depth = store.depth_by_channel().await.unwrap();
     let of = |channel: ChannelId| {

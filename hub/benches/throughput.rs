@@ -15,8 +15,13 @@
 //! 3. **Backlog** (`--backlog N`, off by default): a hub sending at 1 msg/s takes N
 //!    communications; its RSS before and after intake shows whether waiting costs memory.
 //!
-//! Figures only, no assertions on timing. Without `--bench` (as `cargo test` and nextest run
-//! bench targets) it does nothing and exits 0.
+//! Figures only, no assertions on timing: a Markdown table to paste into the README, the command
+//! that reproduces it, and where the CPU went (hub, this process, the rest of the machine; the
+//! hub's busiest threads), read from `/proc`. `CLM_HUB__…` variables in the environment reach
+//! the hub and are listed in the reproduce line, e.g.
+//! `CLM_HUB__CHANNELS__SMS__POLICY__CONCURRENCY=2000 cargo bench -p clm-hub --bench throughput`.
+//!
+//! Without `--bench` (as `cargo test` and nextest run bench targets) it does nothing and exits 0.
 
 use std::io::Read;
 use std::net::SocketAddr;
@@ -169,6 +174,8 @@ struct Ceiling {
     wall: f64,
     /// CPU seconds of this process (mock + client) during the run.
     cpu: f64,
+    /// CPU seconds of every other process on the machine meanwhile.
+    other: f64,
 }
 
 async fn ceiling(mock: &SmsMock, n: u64) -> anyhow::Result<Ceiling> {
@@ -183,11 +190,12 @@ async fn ceiling(mock: &SmsMock, n: u64) -> anyhow::Result<Ceiling> {
     // Warm-up: open the connections.
     drive(&client, &url, (CEILING_CONCURRENCY * 8) as u64).await?;
     mock.reset();
-    let cpu0 = cpu_secs("self");
+    let (cpu0, busy0) = (cpu_secs("self"), machine_cpu().0);
     let t0 = Instant::now();
     drive(&client, &url, n).await?;
     let wall = t0.elapsed().as_secs_f64();
     let cpu = cpu_secs("self") - cpu0;
+    let other = (machine_cpu().0 - busy0 - cpu).max(0.0);
     let accepted = mock.accepted_count();
     if accepted != n {
         bail!("raw ceiling: the mock accepted {accepted} of {n} requests");
@@ -196,6 +204,7 @@ async fn ceiling(mock: &SmsMock, n: u64) -> anyhow::Result<Ceiling> {
         rate: n as f64 / wall,
         wall,
         cpu,
+        other,
     })
 }
 
@@ -245,8 +254,8 @@ struct EndToEnd {
     rss_idle_mb: f64,
     cpu_intake: CpuWindow,
     cpu_total: CpuWindow,
-    /// Hub threads by CPU over the whole run: name, how many, CPU seconds.
-    threads: Vec<(String, usize, f64)>,
+    /// Hub threads by CPU over the whole run: name, CPU seconds.
+    threads: Vec<(String, f64)>,
     log_lines: usize,
 }
 
@@ -264,14 +273,20 @@ struct CpuSample {
     at: Instant,
     hub: f64,
     bench: f64,
+    /// Whole machine (`/proc/stat`): busy and iowait seconds, summed over cores.
+    busy: f64,
+    iowait: f64,
 }
 
 impl CpuSample {
     fn take(hub_pid: u32) -> CpuSample {
+        let machine = machine_cpu();
         CpuSample {
             at: Instant::now(),
             hub: cpu_secs(&hub_pid.to_string()),
             bench: cpu_secs("self"),
+            busy: machine.0,
+            iowait: machine.1,
         }
     }
     fn since(self, earlier: CpuSample) -> CpuWindow {
@@ -279,6 +294,10 @@ impl CpuSample {
             wall: (self.at - earlier.at).as_secs_f64(),
             hub: self.hub - earlier.hub,
             bench: self.bench - earlier.bench,
+            other: (self.busy - earlier.busy)
+                - (self.hub - earlier.hub)
+                - (self.bench - earlier.bench),
+            iowait: self.iowait - earlier.iowait,
         }
     }
 }
@@ -287,6 +306,9 @@ struct CpuWindow {
     wall: f64,
     hub: f64,
     bench: f64,
+    /// Busy CPU of every other process on the machine (other builds, …).
+    other: f64,
+    iowait: f64,
 }
 
 async fn hub_end_to_end(mock: &SmsMock, n: u64) -> anyhow::Result<EndToEnd> {
@@ -708,6 +730,23 @@ fn cpu_secs(pid: &str) -> f64 {
     ticks as f64 / clock_ticks()
 }
 
+/// The machine's busy and iowait CPU seconds since boot, summed over cores (`/proc/stat`).
+fn machine_cpu() -> (f64, f64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(line) = stat.lines().find(|l| l.starts_with("cpu ")) else {
+        return (0.0, 0.0);
+    };
+    // user nice system idle iowait irq softirq steal …
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let get = |i: usize| f.get(i).copied().unwrap_or(0);
+    let busy = get(0) + get(1) + get(2) + get(5) + get(6) + get(7);
+    (busy as f64 / clock_ticks(), get(4) as f64 / clock_ticks())
+}
+
 /// CPU seconds per thread of a process, keyed by thread id, with the thread's name.
 fn thread_cpu(pid: u32) -> Vec<(u32, String, f64)> {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
@@ -724,24 +763,23 @@ fn thread_cpu(pid: u32) -> Vec<(u32, String, f64)> {
         .collect()
 }
 
-/// The busiest threads between two samples, grouped by name: `name ×count cpu`.
+/// The busiest threads between two samples, each on its own: name and CPU seconds.
 fn busiest_threads(
     before: &[(u32, String, f64)],
     after: &[(u32, String, f64)],
-) -> Vec<(String, usize, f64)> {
-    let mut by_name: std::collections::BTreeMap<String, (usize, f64)> = Default::default();
-    for (tid, name, cpu) in after {
-        let start = before
-            .iter()
-            .find(|(t, _, _)| t == tid)
-            .map_or(0.0, |(_, _, c)| *c);
-        let e = by_name.entry(name.clone()).or_default();
-        e.0 += 1;
-        e.1 += cpu - start;
-    }
-    let mut v: Vec<_> = by_name.into_iter().map(|(n, (k, c))| (n, k, c)).collect();
-    v.sort_by(|a, b| b.2.total_cmp(&a.2));
-    v.retain(|t| t.2 >= 0.01);
+) -> Vec<(String, f64)> {
+    let mut v: Vec<(String, f64)> = after
+        .iter()
+        .map(|(tid, name, cpu)| {
+            let start = before
+                .iter()
+                .find(|(t, _, _)| t == tid)
+                .map_or(0.0, |(_, _, c)| *c);
+            (name.clone(), cpu - start)
+        })
+        .filter(|(_, cpu)| *cpu >= 0.01)
+        .collect();
+    v.sort_by(|a, b| b.1.total_cmp(&a.1));
     v.truncate(8);
     v
 }
@@ -829,8 +867,11 @@ fn report(opts: &Opts, c: &Ceiling, e: &EndToEnd, b: Option<&Backlog>) {
     println!();
     println!("Details:");
     println!(
-        "- ceiling: {:.2} s wall, bench process CPU {:.2} s (mock + client in one process)",
-        c.wall, c.cpu
+        "- ceiling: {:.2} s wall, bench process (mock + client) CPU {:.2} s ({:.0}% of a core), other processes {:.2} s",
+        c.wall,
+        c.cpu,
+        pct(c.cpu, c.wall),
+        c.other
     );
     println!(
         "- hub: all POSTs answered after {:.2} s, {} already sent by then; all {} sent after {:.2} s",
@@ -844,27 +885,27 @@ fn report(opts: &Opts, c: &Ceiling, e: &EndToEnd, b: Option<&Backlog>) {
         ("whole run", &e.cpu_total),
     ] {
         println!(
-            "- CPU, {name} ({:.2} s wall, {:.2} CPU-s available): hub {:.2} s ({:.0}%), bench process (mock + posters) {:.2} s ({:.0}%)",
+            "- CPU, {name} ({:.2} s wall × {cores} cores = {:.2} CPU-s): hub {:.2} s ({:.0}% of a core), bench process (mock + posters) {:.2} s ({:.0}%), other processes {:.2} s ({:.0}%), iowait {:.2} s",
             w.wall,
             w.wall * cores as f64,
             w.hub,
             pct(w.hub, w.wall),
             w.bench,
-            pct(w.bench, w.wall)
+            pct(w.bench, w.wall),
+            w.other.max(0.0),
+            pct(w.other.max(0.0), w.wall),
+            w.iowait
         );
     }
     let threads: Vec<String> = e
         .threads
         .iter()
-        .map(|(name, k, cpu)| {
-            if *k > 1 {
-                format!("{name} ×{k} {cpu:.2} s")
-            } else {
-                format!("{name} {cpu:.2} s")
-            }
-        })
+        .map(|(name, cpu)| format!("{name} {cpu:.2} s ({:.0}%)", pct(*cpu, e.cpu_total.wall)))
         .collect();
-    println!("- hub threads by CPU, whole run: {}", threads.join(", "));
+    println!(
+        "- hub threads by CPU, whole run (% of wall time): {}",
+        threads.join(", ")
+    );
     println!("- hub log: {} lines", e.log_lines);
     if let Some(b) = b {
         println!(

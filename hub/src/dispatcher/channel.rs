@@ -110,10 +110,6 @@ impl Channel {
         self.wake.notify_one();
     }
 
-    pub fn free_slots(&self) -> u32 {
-        u32::try_from(self.slots.available_permits()).unwrap_or(u32::MAX)
-    }
-
     /// A 429 slows the whole channel: nothing is sent before `until`.
     pub fn throttle(&self, until: Instant) {
         let mut t = self.throttled_until.lock().expect("throttle lock");

@@ -52,10 +52,12 @@ pub async fn run_channel(shared: Arc<Shared>, channel: Arc<Channel>, shutdown: C
             continue;
         }
         // Claim no more than can start within about a second, so claims do not sit in memory
-        // (and their leases do not run down) while the rate limit meters them out.
-        let free = channel.free_slots().max(1);
+        // (and their leases do not run down) while the rate limit meters them out. Free
+        // concurrency slots do not bound the claim: items wait for a slot in `dispatch_batch`, and
+        // the next claim is made while the last items of this one are still in flight, so claims
+        // stay large (one store round trip per batch, not per freed slot).
         let per_second = (channel.policy.rate.ceil() as u32).saturating_add(channel.policy.burst);
-        let limit = free.min(cfg.claim_batch).min(per_second.max(1));
+        let limit = cfg.claim_batch.min(per_second.max(1));
         let claimed = match shared
             .store
             .claim_due(channel.id, &shared.instance, limit, lease, Utc::now())

@@ -20,8 +20,9 @@ use super::{
     parse_status,
 };
 
-/// Rows per multi-row statement: well under SQLite's 32 766 and PostgreSQL's 65 535 bind limits.
-const CHUNK: usize = 500;
+/// Rows per multi-row statement: 13 binds a row stays under SQLite's 32 766 and PostgreSQL's
+/// 65 535 bind limits.
+const CHUNK: usize = 1000;
 /// Pending communications moved to `cancelled` per transaction when a campaign is cancelled.
 const CANCEL_CHUNK: i64 = 5000;
 const PENDING: &str = "('received', 'scheduled', 'retry_wait')";

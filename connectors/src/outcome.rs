@@ -72,14 +72,20 @@ pub fn answer_excerpt(status: u16, body: &str) -> String {
     s
 }
 
+/// Longest `Retry-After` honoured.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
+
 /// `Retry-After` as delta-seconds or an HTTP-date (RFC 9110 §10.2.3).
 pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
     let v = value.trim();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = DateTime::parse_from_rfc2822(v).ok()?.with_timezone(&Utc);
-    Some((at - now).to_std().unwrap_or(Duration::ZERO))
+    let d = if let Ok(secs) = v.parse::<u64>() {
+        Duration::from_secs(secs)
+    } else {
+        let at = DateTime::parse_from_rfc2822(v).ok()?.with_timezone(&Utc);
+        (at - now).to_std().unwrap_or(Duration::ZERO)
+    };
+    // A day at most: a larger value is a broken gateway, not a plan.
+    Some(d.min(MAX_RETRY_AFTER))
 }
 
 /// Classifies a non-2xx HTTP answer.
@@ -116,41 +122,58 @@ pub fn classify_http_error(status: u16, retry_after: Option<Duration>, answer: S
     }
 }
 
-/// Classifies a transport error (no HTTP answer). A connect error never reached the channel, so
-/// retry; a timeout may have, so it is `Unknown` (the dispatcher's policy may still retry it).
+/// Classifies a transport error (no HTTP answer). A connect error (refused, unreachable, connect
+/// timeout) never reached the channel, so retry. Anything after the connection was up (a reset, a
+/// read timeout) may have reached it: `Unknown`, which the dispatcher's `on_timeout` policy may turn
+/// into a retry for channels where a duplicate is harmless.
+///
+/// The error text never includes the request URL: a Kannel URL carries the password, the MSISDN
+/// and the message text.
 pub fn classify_transport_error(err: &reqwest::Error) -> Outcome {
-    let answer = format!("transport error: {}", error_chain(err));
-    if err.is_timeout() {
-        Outcome::Unknown {
-            reason: "timed out waiting for the channel's answer".into(),
-            answer,
-        }
-    } else if err.is_connect() {
+    let answer = format!("transport error: {}", error_chain(&err_without_url(err)));
+    // reqwest marks a connect timeout as both: it is a connect failure first.
+    if err.is_connect() {
         Outcome::Retry {
             after: None,
             reason: "could not connect to the channel".into(),
             answer,
             throttled: false,
         }
-    } else {
-        Outcome::Retry {
-            after: None,
-            reason: "connection to the channel broke before an answer".into(),
+    } else if err.is_timeout() {
+        Outcome::Unknown {
+            reason: "timed out waiting for the channel's answer".into(),
             answer,
-            throttled: false,
+        }
+    } else {
+        Outcome::Unknown {
+            reason: "the connection broke after the request went out".into(),
+            answer,
         }
     }
 }
 
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut s = err.to_string();
-    let mut src = err.source();
+fn err_without_url(err: &reqwest::Error) -> String {
+    let mut s = String::new();
+    // `without_url` needs ownership; the Display of the source chain carries no URL.
+    let top = err.to_string();
+    let top = match top.find(" for url (") {
+        Some(i) => top[..i].to_owned(),
+        None => top,
+    };
+    s.push_str(&top);
+    let mut src = std::error::Error::source(err);
     while let Some(e) = src {
         s.push_str(": ");
         s.push_str(&e.to_string());
         src = e.source();
     }
     s
+}
+
+fn error_chain(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
 }
 
 /// How a response report names its communication.
@@ -195,6 +218,10 @@ mod tests {
             Some(Duration::from_secs(60))
         );
         assert_eq!(parse_retry_after("soon", now), None);
+        assert_eq!(
+            parse_retry_after("99999999999999", now),
+            Some(MAX_RETRY_AFTER)
+        );
     }
 
     #[test]
@@ -227,5 +254,27 @@ mod tests {
         assert!(a.starts_with("503: line1 line2"));
         assert!(!a.contains('\n'));
         assert!(a.chars().count() <= ANSWER_EXCERPT + 5);
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_retries_and_the_url_never_reaches_the_log() {
+        crate::install_crypto_provider();
+        // Bind then drop a listener: its port now refuses connections.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url =
+            format!("http://127.0.0.1:{port}/cgi-bin/sendsms?password=hunter2&to=79001234567");
+        let err = reqwest::get(&url).await.unwrap_err();
+        let outcome = classify_transport_error(&err);
+        assert!(matches!(outcome, Outcome::Retry { .. }), "{outcome:?}");
+        assert!(
+            !outcome.answer().contains("hunter2"),
+            "{}",
+            outcome.answer()
+        );
+        assert!(!outcome.answer().contains("79001234567"));
     }
 }

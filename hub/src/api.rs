@@ -159,12 +159,16 @@ async fn cancel(
     if id.trim().is_empty() {
         return Err(ApiError::BadRequest("campaign id is empty".into()));
     }
-    // In memory first, so this instance's dispatchers stop at once; then the store for the rest.
+    // In memory first, so this instance's dispatchers stop at once; then the store, which
+    // remembers it for every instance. If the store fails, the cancel did not happen.
     shared.mark_cancelled([id.clone()]);
-    let cancelled = shared
-        .store
-        .cancel_campaign(&id, chrono::Utc::now())
-        .await?;
+    let cancelled = match shared.store.cancel_campaign(&id, chrono::Utc::now()).await {
+        Ok(n) => n,
+        Err(e) => {
+            shared.unmark_cancelled(&id);
+            return Err(e.into());
+        }
+    };
     shared.outbox_wake.notify_one();
     info!(campaign = %id, cancelled, "campaign cancelled");
     Ok(Json(CancelResponse {

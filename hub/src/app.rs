@@ -104,7 +104,9 @@ fn sms_connector(
         }),
         dlr_url: reports.then(|| format!("{}/ingest/sms", public_url.trim_end_matches('/'))),
         dlr_token: ch.ingest.token.clone(),
-        connect_timeout: Duration::from_millis(ch.policy.timeout_ms.min(5_000)),
+        // Below the attempt timeout, so an unreachable gateway is a connect error (retry), not
+        // an attempt timeout (unknown).
+        connect_timeout: Duration::from_millis((ch.policy.timeout_ms / 2).clamp(1, 5_000)),
         pool_size: ch.policy.concurrency as usize,
     };
     Ok(Arc::new(
@@ -169,12 +171,10 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Hub>
     let outbox_wake = Arc::new(Notify::new());
     let finisher_stop = CancellationToken::new();
     let wake = Arc::clone(&outbox_wake);
-    let (finisher, finisher_task) = Finisher::start(
-        store.clone(),
-        instance.clone(),
-        finisher_stop.clone(),
-        move || wake.notify_one(),
-    );
+    let (finisher, finisher_task) =
+        Finisher::start(store.clone(), finisher_stop.clone(), move || {
+            wake.notify_one()
+        });
     let bus = EventBus::default();
     let shared = Arc::new(Shared::new(
         config,
@@ -285,8 +285,33 @@ fn hostname() -> String {
         .unwrap_or_else(|_| "hub".into())
 }
 
-/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.
+/// `postgres://user:secret@host/db?password=x` → `postgres://user:***@host/db?password=***`.
 pub fn redact_url(url: &str) -> String {
+    let (url, query) = match url.split_once('?') {
+        Some((u, q)) => (u, Some(q)),
+        None => (url, None),
+    };
+    let mut out = redact_userinfo(url);
+    if let Some(q) = query {
+        out.push('?');
+        let params: Vec<String> = q
+            .split('&')
+            .map(|kv| match kv.split_once('=') {
+                Some((k, _))
+                    if k.eq_ignore_ascii_case("password")
+                        || k.eq_ignore_ascii_case("sslpassword") =>
+                {
+                    format!("{k}=***")
+                }
+                _ => kv.to_owned(),
+            })
+            .collect();
+        out.push_str(&params.join("&"));
+    }
+    out
+}
+
+fn redact_userinfo(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(s), Some(at)) if at > s => {
             let creds = &url[s + 3..at];
@@ -342,6 +367,10 @@ mod tests {
         assert_eq!(
             super::redact_url("sqlite://data/hub.db"),
             "sqlite://data/hub.db"
+        );
+        assert_eq!(
+            super::redact_url("postgres://h/db?user=u&password=pw&sslmode=require"),
+            "postgres://h/db?user=u&password=***&sslmode=require"
         );
     }
 }

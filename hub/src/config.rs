@@ -382,7 +382,29 @@ impl Config {
                 "only `memory` is available in this build; Redis coordination is not built yet",
             ));
         }
-        if let Some(u) = &self.server.public_url
+        let d = &self.dispatcher;
+        if d.claim_batch == 0 || d.claim_batch > 5000 {
+            return Err(invalid(
+                "dispatcher.claim_batch",
+                "must be between 1 and 5000",
+            ));
+        }
+        if d.poll_ms == 0 {
+            return Err(invalid("dispatcher.poll_ms", "must be at least 1"));
+        }
+        if d.lease_secs < 10 {
+            return Err(invalid("dispatcher.lease_secs", "must be at least 10"));
+        }
+        self.validate_server()?;
+        for (id, ch) in &self.channels {
+            self.validate_channel(*id, ch)?;
+        }
+        Ok(())
+    }
+
+    fn validate_server(&self) -> Result<(), ConfigError> {
+        let s = &self.server;
+        if let Some(u) = &s.public_url
             && !(u.starts_with("http://") || u.starts_with("https://"))
         {
             return Err(invalid(
@@ -390,94 +412,105 @@ impl Config {
                 "must be an http:// or https:// URL",
             ));
         }
-        if self.dispatcher.claim_batch == 0 || self.dispatcher.claim_batch > 5000 {
+        if s.api_token.as_deref().is_some_and(|t| t.trim().is_empty()) {
             return Err(invalid(
-                "dispatcher.claim_batch",
-                "must be between 1 and 5000",
+                "server.api_token",
+                "must not be empty (leave it out instead)",
             ));
         }
-        let open = self.server.listen.ip().is_loopback();
-        if !open && self.server.api_token.as_deref().is_none_or(str::is_empty) {
+        if !s.listen.ip().is_loopback() && s.api_token.is_none() {
             return Err(invalid(
                 "server.api_token",
                 format!(
                     "is required when server.listen ({}) is not a loopback address",
-                    self.server.listen
+                    s.listen
                 ),
             ));
         }
-        for (id, ch) in &self.channels {
-            let key = |k: &str| format!("channels.{id}.{k}");
-            let p = &ch.policy;
-            if !(p.rate.is_finite() && p.rate > 0.0) {
-                return Err(invalid(
-                    key("policy.rate"),
-                    "must be a positive number of messages per second",
-                ));
+        // Channels send their reports to public_url; an unspecified address (0.0.0.0) is no
+        // address they can reach.
+        if s.public_url.is_none() && s.listen.ip().is_unspecified() && !self.sandbox {
+            return Err(invalid(
+                "server.public_url",
+                format!(
+                    "is required when server.listen ({}) is an unspecified address: channels need an address for their reports",
+                    s.listen
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_channel(&self, id: ChannelId, ch: &ChannelConfig) -> Result<(), ConfigError> {
+        let key = |k: &str| format!("channels.{id}.{k}");
+        let at_least_one = |k: &str, v: u64| {
+            if v == 0 {
+                Err(invalid(key(k), "must be at least 1"))
+            } else {
+                Ok(())
             }
-            if p.burst == 0 {
-                return Err(invalid(key("policy.burst"), "must be at least 1"));
+        };
+        let p = &ch.policy;
+        if !(p.rate.is_finite() && (0.001..=1_000_000.0).contains(&p.rate)) {
+            return Err(invalid(
+                key("policy.rate"),
+                "must be between 0.001 and 1000000 messages per second",
+            ));
+        }
+        at_least_one("policy.burst", u64::from(p.burst))?;
+        at_least_one("policy.concurrency", u64::from(p.concurrency))?;
+        at_least_one("policy.timeout_ms", p.timeout_ms)?;
+        at_least_one("policy.max_attempts", u64::from(p.max_attempts))?;
+        at_least_one("policy.backoff_initial_ms", p.backoff_initial_ms)?;
+        at_least_one(
+            "policy.breaker.failure_threshold",
+            u64::from(p.breaker.failure_threshold),
+        )?;
+        if p.backoff_max_ms < p.backoff_initial_ms {
+            return Err(invalid(
+                key("policy.backoff_max_ms"),
+                "must not be below policy.backoff_initial_ms",
+            ));
+        }
+        if let Some(w) = &p.window {
+            crate::policy::window::SendWindow::parse(w)
+                .map_err(|m| invalid(key("policy.window"), m))?;
+        }
+        for (k, v) in [
+            ("ingest.token", &ch.ingest.token),
+            ("ingest.hmac_secret", &ch.ingest.hmac_secret),
+        ] {
+            if v.as_deref().is_some_and(|t| t.trim().is_empty()) {
+                return Err(invalid(key(k), "must not be empty (leave it out instead)"));
             }
-            if p.concurrency == 0 {
-                return Err(invalid(key("policy.concurrency"), "must be at least 1"));
-            }
-            if p.timeout_ms == 0 {
-                return Err(invalid(key("policy.timeout_ms"), "must be at least 1"));
-            }
-            if p.max_attempts == 0 {
-                return Err(invalid(key("policy.max_attempts"), "must be at least 1"));
-            }
-            if p.backoff_max_ms < p.backoff_initial_ms {
-                return Err(invalid(
-                    key("policy.backoff_max_ms"),
-                    "must not be below policy.backoff_initial_ms",
-                ));
-            }
-            if p.breaker.failure_threshold == 0 {
-                return Err(invalid(
-                    key("policy.breaker.failure_threshold"),
-                    "must be at least 1",
-                ));
-            }
-            if let Some(w) = &p.window {
-                crate::policy::window::SendWindow::parse(w)
-                    .map_err(|m| invalid(key("policy.window"), m))?;
-            }
-            if ch.gateway.is_some() && *id != ChannelId::Sms {
-                return Err(invalid(key("gateway"), "only channels.sms has a gateway"));
-            }
-            if !ch.enabled {
-                continue;
-            }
-            if *id != ChannelId::Sms {
-                return Err(invalid(
-                    key("enabled"),
-                    "this build has a connector for sms only; the other channels come in later releases",
-                ));
-            }
-            if !self.sandbox {
-                match &ch.gateway {
-                    None => {
-                        return Err(invalid(
-                            key("gateway"),
-                            "the channel is enabled but not configured (and sandbox = false)",
-                        ));
-                    }
-                    Some(g) if !(g.url.starts_with("http://") || g.url.starts_with("https://")) => {
-                        return Err(invalid(
-                            key("gateway.url"),
-                            "must be an http:// or https:// URL",
-                        ));
-                    }
-                    Some(_) => {}
-                }
-            }
-            if !open && ch.ingest.token.is_none() && ch.ingest.hmac_secret.is_none() {
-                return Err(invalid(
-                    key("ingest.token"),
-                    "an ingest token or hmac_secret is required when server.listen is not a loopback address",
-                ));
-            }
+        }
+        if ch.gateway.is_some() && id != ChannelId::Sms {
+            return Err(invalid(key("gateway"), "only channels.sms has a gateway"));
+        }
+        if let Some(g) = &ch.gateway {
+            validate_sms_gateway(g, ch, &key)?;
+        }
+        if !ch.enabled {
+            return Ok(());
+        }
+        if id != ChannelId::Sms {
+            return Err(invalid(
+                key("enabled"),
+                "this build has a connector for sms only; the other channels come in later releases",
+            ));
+        }
+        if !self.sandbox && ch.gateway.is_none() {
+            return Err(invalid(
+                key("gateway"),
+                "the channel is enabled but not configured (and sandbox = false)",
+            ));
+        }
+        let open = self.server.listen.ip().is_loopback();
+        if !open && ch.ingest.token.is_none() && ch.ingest.hmac_secret.is_none() {
+            return Err(invalid(
+                key("ingest.token"),
+                "an ingest token or hmac_secret is required when server.listen is not a loopback address",
+            ));
         }
         Ok(())
     }
@@ -498,6 +531,54 @@ impl Config {
     pub fn channel(&self, id: ChannelId) -> &ChannelConfig {
         &self.channels[&id]
     }
+}
+
+fn validate_sms_gateway(
+    g: &SmsGatewayConfig,
+    ch: &ChannelConfig,
+    key: &dyn Fn(&str) -> String,
+) -> Result<(), ConfigError> {
+    if !(g.url.starts_with("http://") || g.url.starts_with("https://")) {
+        return Err(invalid(
+            key("gateway.url"),
+            "must be an http:// or https:// URL",
+        ));
+    }
+    // An alphanumeric sender (TP-OA) holds at most 11 characters (3GPP TS 23.040 §9.1.2.5);
+    // a numeric one up to 15 digits.
+    let numeric = g
+        .from
+        .strip_prefix('+')
+        .unwrap_or(&g.from)
+        .bytes()
+        .all(|b| b.is_ascii_digit());
+    let max = if numeric { 15 } else { 11 };
+    if g.from.is_empty() || g.from.chars().count() > max {
+        return Err(invalid(
+            key("gateway.from"),
+            format!(
+                "must be 1 to {max} characters ({} sender)",
+                if numeric { "numeric" } else { "alphanumeric" }
+            ),
+        ));
+    }
+    if g.delivery_reports && g.dialect == SmsDialect::Kannel && g.dlr_mask & 3 == 0 {
+        return Err(invalid(
+            key("gateway.dlr_mask"),
+            "asks for no final report (bit 1 delivered or 2 undelivered): nothing could become delivered",
+        ));
+    }
+    if g.delivery_reports
+        && g.dialect == SmsDialect::Kannel
+        && ch.ingest.token.is_none()
+        && ch.ingest.hmac_secret.is_some()
+    {
+        return Err(invalid(
+            key("ingest.token"),
+            "Kannel cannot sign its delivery reports: with the kannel dialect set a token (it travels in the dlr-url)",
+        ));
+    }
+    Ok(())
 }
 
 /// `CLM_HUB__CHANNELS__SMS__POLICY__RATE=50` → `channels.sms.policy.rate = 50`.
@@ -656,6 +737,40 @@ mod tests {
             Some("12345")
         );
         assert!(c.store_url().starts_with("postgres://"));
+    }
+
+    #[test]
+    fn empty_secrets_and_unreachable_report_addresses_are_refused() {
+        let err = Config::load(None, env(&[("CLM_HUB__CHANNELS__SMS__INGEST__TOKEN", " ")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("channels.sms.ingest.token"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hub.toml");
+        std::fs::write(
+            &path,
+            "[server]\nlisten = \"0.0.0.0:8080\"\napi_token = \"t\"\n\
+             [channels.sms]\nenabled = true\ningest = { token = \"x\" }\n\
+             [channels.sms.gateway]\ndialect = \"kannel\"\nurl = \"http://gw/\"\n",
+        )
+        .unwrap();
+        let err = Config::load(Some(&path), env(&[])).unwrap_err().to_string();
+        assert!(err.contains("server.public_url"), "{err}");
+        let err = Config::load(
+            Some(&path),
+            env(&[
+                ("CLM_HUB__SERVER__PUBLIC_URL", "http://hub.example:8080"),
+                ("CLM_HUB__CHANNELS__SMS__GATEWAY__FROM", "RostelecomOffers"),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("channels.sms.gateway.from"), "{err}");
+        Config::load(
+            Some(&path),
+            env(&[("CLM_HUB__SERVER__PUBLIC_URL", "http://hub.example:8080")]),
+        )
+        .unwrap();
     }
 
     #[test]

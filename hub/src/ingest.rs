@@ -221,7 +221,8 @@ fn parse_sms(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
     if *method == Method::POST && is_json {
-        return sms_json::parse_report(body).map_err(|e| e.to_string());
+        let route_id = query_param(query, "id");
+        return sms_json::parse_report(body, route_id.as_deref()).map_err(|e| e.to_string());
     }
     let mut params: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
         .into_owned()

@@ -27,6 +27,20 @@ fn reject_reason(item: &serde_json::Value) -> Result<Communication, String> {
     Ok(comm)
 }
 
+/// What the rejection log keeps of an invalid item: its identifying fields only. Recipient and
+/// content are personal data, and an invalid submission is no reason to keep them.
+fn rejection_record(item: &serde_json::Value) -> String {
+    let mut kept = serde_json::Map::new();
+    if let Some(obj) = item.as_object() {
+        for k in ["id", "channel", "campaign_id", "customer_id"] {
+            if let Some(v @ serde_json::Value::String(_)) = obj.get(k) {
+                kept.insert(k.to_owned(), v.clone());
+            }
+        }
+    }
+    serde_json::Value::Object(kept).to_string()
+}
+
 fn parts(comm: &Communication) -> u32 {
     match comm.channel {
         clm_contracts::ChannelId::Sms => {
@@ -78,7 +92,7 @@ pub async fn submit(
                 let id_for_log = raw_id
                     .as_deref()
                     .filter(|s| uuid::Uuid::parse_str(s).is_ok());
-                let payload = serde_json::to_string(item).unwrap_or_default();
+                let payload = rejection_record(item);
                 if let Err(e) = shared
                     .store
                     .record_rejection(id_for_log, &reason, &payload, chrono::Utc::now())

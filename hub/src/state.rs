@@ -75,6 +75,13 @@ impl Shared {
         !set.is_empty() && set.contains(campaign_id)
     }
 
+    pub fn unmark_cancelled(&self, campaign_id: &str) {
+        self.cancelled
+            .write()
+            .expect("cancelled lock")
+            .remove(campaign_id);
+    }
+
     pub fn mark_cancelled(&self, campaigns: impl IntoIterator<Item = String>) {
         let mut set = self.cancelled.write().expect("cancelled lock");
         set.extend(campaigns);

@@ -51,8 +51,9 @@ pub fn classify(status: u16, retry_after: Option<Duration>, body: &str) -> Outco
     classify_http_error(status, retry_after, answer)
 }
 
-/// A JSON delivery report; one per message.
-pub fn parse_report(body: &[u8]) -> Result<Report, ReportError> {
+/// A JSON delivery report; one per message. `route_id` is the `id` the hub put into the
+/// report's URL, used when the report itself carries no `client_ref`.
+pub fn parse_report(body: &[u8], route_id: Option<&str>) -> Result<Report, ReportError> {
     let dlr: JsonDlr = serde_json::from_slice(body)
         .map_err(|e| ReportError(format!("not a delivery report: {e}")))?;
     let kind = match dlr.status.as_str() {
@@ -64,8 +65,12 @@ pub fn parse_report(body: &[u8]) -> Result<Report, ReportError> {
     let reference = match dlr.client_ref.as_deref().map(uuid::Uuid::parse_str) {
         Some(Ok(id)) => ReportRef::Ours(id),
         Some(Err(_)) => return Err(ReportError("`client_ref` is not a communication id".into())),
-        None if !dlr.message_id.is_empty() => ReportRef::External(dlr.message_id.clone()),
-        None => return Err(ReportError("report names no message".into())),
+        None => match route_id.map(uuid::Uuid::parse_str) {
+            Some(Ok(id)) => ReportRef::Ours(id),
+            Some(Err(_)) => return Err(ReportError("`id` is not a communication id".into())),
+            None if !dlr.message_id.is_empty() => ReportRef::External(dlr.message_id.clone()),
+            None => return Err(ReportError("report names no message".into())),
+        },
     };
     let detail = match (&dlr.error_code, dlr.status.as_str()) {
         (Some(code), s) => Some(format!("{s} (error {code})")),
@@ -104,14 +109,26 @@ mod tests {
 
     #[test]
     fn reports_correlate_by_client_ref_first() {
-        let r = parse_report(br#"{"message_id":"m-1","client_ref":"0190b7a0-0000-7000-8000-000000000001","status":"delivered"}"#).unwrap();
+        let r = parse_report(br#"{"message_id":"m-1","client_ref":"0190b7a0-0000-7000-8000-000000000001","status":"delivered"}"#, None).unwrap();
         assert!(matches!(r.reference, ReportRef::Ours(_)));
         assert_eq!(r.kind, ResponseKind::Delivered);
-        let r = parse_report(br#"{"message_id":"m-1","status":"undelivered","error_code":"001"}"#)
-            .unwrap();
+        let r = parse_report(
+            br#"{"message_id":"m-1","status":"undelivered","error_code":"001"}"#,
+            None,
+        )
+        .unwrap();
         assert_eq!(r.reference, ReportRef::External("m-1".into()));
         assert_eq!(r.detail.as_deref(), Some("undelivered (error 001)"));
-        assert!(parse_report(b"nope").is_err());
-        assert!(parse_report(br#"{"message_id":"m","status":"lost"}"#).is_err());
+        assert!(parse_report(b"nope", None).is_err());
+        let r = parse_report(
+            br#"{"message_id":"m-2","status":"delivered"}"#,
+            Some("0190b7a0-0000-7000-8000-000000000001"),
+        )
+        .unwrap();
+        assert!(
+            matches!(r.reference, ReportRef::Ours(_)),
+            "the route's id is used"
+        );
+        assert!(parse_report(br#"{"message_id":"m","status":"lost"}"#, None).is_err());
     }
 }

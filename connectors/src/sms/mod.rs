@@ -134,6 +134,8 @@ impl Connector for SmsConnector {
             .and_then(|v| crate::outcome::parse_retry_after(v, now));
         let body = match response.text().await {
             Ok(b) => b,
+            // The gateway said 2xx: it has the message, whatever happened to the body.
+            Err(_) if (200..300).contains(&status) => String::new(),
             Err(e) => return classify_transport_error(&e),
         };
         match self.config.dialect {

@@ -133,7 +133,8 @@ impl Channel {
         if let Some(d) = self.throttled_for() {
             return Some(d);
         }
-        if self.breaker.state(Instant::now()) == BreakerState::Open {
+        // Open, or half-open with the probe out: claiming now would only give it all back.
+        if self.breaker.state(Instant::now()) == BreakerState::Open || self.breaker.probing() {
             return Some(Duration::from_millis(200));
         }
         None

@@ -22,12 +22,11 @@ impl Finisher {
     /// Starts the writer task; after `stop` it writes what is queued and ends.
     pub fn start(
         store: Store,
-        instance: String,
         stop: CancellationToken,
         on_written: impl Fn() + Send + Sync + 'static,
     ) -> (Finisher, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(4 * BATCH);
-        let task = tokio::spawn(write_loop(store, instance, rx, stop, on_written));
+        let task = tokio::spawn(write_loop(store, rx, stop, on_written));
         (Finisher { tx }, task)
     }
 
@@ -41,7 +40,6 @@ impl Finisher {
 
 async fn write_loop(
     store: Store,
-    instance: String,
     mut rx: mpsc::Receiver<Finish>,
     stop: CancellationToken,
     on_written: impl Fn() + Send + Sync + 'static,
@@ -67,7 +65,7 @@ async fn write_loop(
         let mut tries = 0_u32;
         loop {
             tries += 1;
-            match store.finish_batch(&instance, &buf, Utc::now()).await {
+            match store.finish_batch(&buf, Utc::now()).await {
                 Ok(_) => break,
                 Err(e)
                     if (!e.is_retryable() && tries >= 5)

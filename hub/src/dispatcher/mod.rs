@@ -57,7 +57,13 @@ pub async fn run_channel(shared: Arc<Shared>, channel: Arc<Channel>, shutdown: C
         // the next claim is made while the last items of this one are still in flight, so claims
         // stay large (one store round trip per batch, not per freed slot).
         let per_second = (channel.policy.rate.ceil() as u32).saturating_add(channel.policy.burst);
-        let limit = cfg.claim_batch.min(per_second.max(1));
+        // Nor more than the channel can finish within the lease even if every attempt runs to
+        // its timeout, so no claim expires (and gets taken over) while it waits its turn here.
+        let within_lease = u64::from(channel.policy.concurrency)
+            .saturating_mul(lease.as_millis() as u64 / 2)
+            / channel.policy.timeout_ms.max(1);
+        let within_lease = u32::try_from(within_lease).unwrap_or(u32::MAX).max(1);
+        let limit = cfg.claim_batch.min(per_second.max(1)).min(within_lease);
         let claimed = match shared
             .store
             .claim_due(channel.id, &shared.instance, limit, lease, Utc::now())
@@ -97,11 +103,7 @@ pub(crate) async fn give_back(
     let items: Vec<(Claimed, String)> = items.into_iter().map(|c| (c, reason.to_owned())).collect();
     let mut delay = Duration::from_millis(100);
     for _ in 0..10 {
-        match shared
-            .store
-            .release(&shared.instance, &items, due, Utc::now())
-            .await
-        {
+        match shared.store.release(&items, due, Utc::now()).await {
             Ok(()) => return,
             Err(e) => {
                 warn!(error = %e, count = items.len(), "could not give claims back; retrying");

@@ -23,21 +23,84 @@ use crate::store::{AttemptRow, Claimed, Finish};
 const HOLD_AT_MOST: Duration = Duration::from_secs(2);
 
 fn chrono_after(d: Duration) -> DateTime<Utc> {
-    Utc::now() + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::days(365))
+    let d = chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
+    Utc::now()
+        .checked_add_signed(d)
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
-/// Finishes without an attempt (expired, cancelled).
-fn finish_unsent(c: &Claimed, status: Status, reason: &str) -> Finish {
+/// Finishes without an attempt (expired, cancelled, out of attempts).
+fn finish_unsent(c: &Claimed, status: Status, reason: String) -> Finish {
     Finish {
         id: c.comm.id,
+        claim: c.claim.clone(),
         campaign_id: c.comm.campaign_id.clone(),
         channel: c.comm.channel,
         attempt: None,
         status,
-        reason: Some(reason.to_owned()),
+        reason: Some(reason),
         external_id: None,
         next_attempt_at: None,
         attempts: c.attempts,
+    }
+}
+
+/// What the checks of the stack's first layers say about one claimed communication now.
+enum Verdict {
+    Send,
+    Finish(Finish),
+    /// Back to the store, due then.
+    GiveBack(DateTime<Utc>, &'static str),
+    /// The channel is paused: everything claimed goes back.
+    Paused,
+}
+
+/// 1. attempts left, validity and cancellation; 2. pause and send window. Made before the waits
+/// and again after them, right before the send: a wait may outlast an expiry, a cancel, a pause
+/// or the window's end.
+fn check(shared: &Shared, ch: &Channel, c: &Claimed, now: DateTime<Utc>) -> Verdict {
+    // Claims of a hub that died mid-send come back with their attempt counted; a message that
+    // keeps being abandoned must not be retried forever.
+    let cap = ch
+        .policy
+        .max_attempts
+        .saturating_mul(THROTTLED_ATTEMPTS_FACTOR);
+    if c.attempts >= cap {
+        ch.counters.failed.fetch_add(1, Ordering::Relaxed);
+        let why = format!("gave up after {} attempts", c.attempts);
+        return Verdict::Finish(finish_unsent(c, Status::Failed, why));
+    }
+    if c.comm.expires_at.is_some_and(|e| e <= now) {
+        ch.counters.expired.fetch_add(1, Ordering::Relaxed);
+        let why = "expires_at passed before the channel took it".to_owned();
+        return Verdict::Finish(finish_unsent(c, Status::Expired, why));
+    }
+    if shared.is_cancelled(&c.comm.campaign_id) {
+        ch.counters.cancelled.fetch_add(1, Ordering::Relaxed);
+        return Verdict::Finish(finish_unsent(
+            c,
+            Status::Cancelled,
+            "campaign cancelled".into(),
+        ));
+    }
+    if ch.is_paused() {
+        return Verdict::Paused;
+    }
+    if let Some(w) = &ch.window
+        && let Some(open) = w.next_open(now, c.comm.timezone.as_deref())
+    {
+        return Verdict::GiveBack(open, "outside the send window");
+    }
+    Verdict::Send
+}
+
+/// Decrements the channel's in-flight count however the send task ends (a panic included), so
+/// graceful shutdown never waits for a send that is gone.
+struct InFlight(Arc<Channel>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.send_finished();
     }
 }
 
@@ -49,34 +112,21 @@ pub async fn dispatch_batch(
 ) {
     let mut queue = claimed.into_iter();
     while let Some(c) = queue.next() {
-        let now = Utc::now();
-        // 1. validity and cancellation
-        if c.comm.expires_at.is_some_and(|e| e <= now) {
-            ch.counters.expired.fetch_add(1, Ordering::Relaxed);
-            shared
-                .finisher
-                .submit(finish_unsent(
-                    &c,
-                    Status::Expired,
-                    "expires_at passed before the channel took it",
-                ))
-                .await;
-            continue;
-        }
-        if shared.is_cancelled(&c.comm.campaign_id) {
-            ch.counters.cancelled.fetch_add(1, Ordering::Relaxed);
-            shared
-                .finisher
-                .submit(finish_unsent(&c, Status::Cancelled, "campaign cancelled"))
-                .await;
-            continue;
-        }
-        // 2. send window
-        if let Some(w) = &ch.window
-            && let Some(open) = w.next_open(now, c.comm.timezone.as_deref())
-        {
-            give_back(shared, vec![c], open, "outside the send window").await;
-            continue;
+        match check(shared, ch, &c, Utc::now()) {
+            Verdict::Send => {}
+            Verdict::Finish(f) => {
+                shared.finisher.submit(f).await;
+                continue;
+            }
+            Verdict::GiveBack(due, why) => {
+                give_back(shared, vec![c], due, why).await;
+                continue;
+            }
+            Verdict::Paused => {
+                let rest: Vec<Claimed> = std::iter::once(c).chain(queue).collect();
+                give_back(shared, rest, Utc::now(), "channel paused").await;
+                return;
+            }
         }
         // 3. rate limit
         tokio::select! {
@@ -89,17 +139,12 @@ pub async fn dispatch_batch(
         }
         // 4. channel throttle (429 seen)
         if let Some(wait) = ch.throttled_for() {
-            if wait > HOLD_AT_MOST || ch.is_paused() {
+            if wait > HOLD_AT_MOST {
                 let rest: Vec<Claimed> = std::iter::once(c).chain(queue).collect();
                 give_back(shared, rest, chrono_after(wait), "channel throttled").await;
                 return;
             }
             tokio::time::sleep(wait).await;
-        }
-        if ch.is_paused() {
-            let rest: Vec<Claimed> = std::iter::once(c).chain(queue).collect();
-            give_back(shared, rest, Utc::now(), "channel paused").await;
-            return;
         }
         // 5. concurrency
         let permit = tokio::select! {
@@ -110,6 +155,23 @@ pub async fn dispatch_batch(
                 return;
             }
         };
+        // The waits may have outlasted an expiry, a cancel, a pause or the window: look again.
+        match check(shared, ch, &c, Utc::now()) {
+            Verdict::Send => {}
+            Verdict::Finish(f) => {
+                shared.finisher.submit(f).await;
+                continue;
+            }
+            Verdict::GiveBack(due, why) => {
+                give_back(shared, vec![c], due, why).await;
+                continue;
+            }
+            Verdict::Paused => {
+                let rest: Vec<Claimed> = std::iter::once(c).chain(queue).collect();
+                give_back(shared, rest, Utc::now(), "channel paused").await;
+                return;
+            }
+        }
         // 6. circuit breaker
         let probe = match ch.breaker.admit(Instant::now()) {
             Admit::Yes => false,
@@ -122,13 +184,14 @@ pub async fn dispatch_batch(
             }
         };
         ch.send_started();
+        let guard = InFlight(Arc::clone(ch));
         let shared = Arc::clone(shared);
         let ch = Arc::clone(ch);
         tokio::spawn(async move {
             let finish = attempt(&ch, &c, probe).await;
             drop(permit);
             shared.finisher.submit(finish).await;
-            ch.send_finished();
+            drop(guard);
         });
     }
 }
@@ -216,6 +279,7 @@ async fn attempt(ch: &Channel, c: &Claimed, probe: bool) -> Finish {
     };
     Finish {
         id: c.comm.id,
+        claim: c.claim.clone(),
         campaign_id: c.comm.campaign_id.clone(),
         channel: c.comm.channel,
         attempt: Some(row),
@@ -267,8 +331,7 @@ fn next_state(
                 *after,
                 &mut rand::rng(),
             );
-            let next =
-                Utc::now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::days(1));
+            let next = chrono_after(delay);
             if c.comm.expires_at.is_some_and(|e| e <= next) {
                 return (
                     Status::Expired,

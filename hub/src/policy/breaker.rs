@@ -108,6 +108,11 @@ impl Breaker {
         false
     }
 
+    /// Half-open with its one probe still out: nothing else may go until it answers.
+    pub fn probing(&self) -> bool {
+        self.inner.lock().expect("breaker lock").probe_in_flight
+    }
+
     pub fn state(&self, now: Instant) -> BreakerState {
         let s = self.inner.lock().expect("breaker lock");
         match s.open_until {

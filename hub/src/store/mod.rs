@@ -45,9 +45,16 @@ impl StoreError {
                         | sqlx::Error::PoolClosed
                         | sqlx::Error::Protocol(_)
                         | sqlx::Error::WorkerCrashed
-                ) || e
-                    .as_database_error()
-                    .is_some_and(|d| d.message().contains("locked") || d.message().contains("busy"))
+                ) || e.as_database_error().is_some_and(|d| {
+                    // PostgreSQL SQLSTATE classes (Appendix A): 08 connection exception,
+                    // 40 transaction rollback (serialization, deadlock), 53 insufficient
+                    // resources, 57 operator intervention (admin shutdown, starting up).
+                    let pg = d
+                        .code()
+                        .is_some_and(|c| ["08", "40", "53", "57"].iter().any(|p| c.starts_with(p)));
+                    // SQLite: SQLITE_BUSY / SQLITE_LOCKED.
+                    pg || d.message().contains("locked") || d.message().contains("busy")
+                })
             }
             _ => false,
         }
@@ -85,6 +92,10 @@ pub struct Claimed {
     pub comm: Communication,
     /// Attempts made before this claim.
     pub attempts: u32,
+    /// This claim's token (`<instance>:<batch>`): an outcome or a release counts only while the
+    /// row still carries it, so a late answer to a claim that was reaped and claimed again (even
+    /// by the same instance) changes nothing but the attempt log.
+    pub claim: String,
 }
 
 /// One attempt, as written to the attempt log.
@@ -103,6 +114,8 @@ pub struct AttemptRow {
 #[derive(Debug, Clone)]
 pub struct Finish {
     pub id: Uuid,
+    /// The claim this outcome belongs to ([`Claimed::claim`]).
+    pub claim: String,
     pub campaign_id: String,
     pub channel: ChannelId,
     /// The attempt made, if one was (none for expired / cancelled before sending).
@@ -307,23 +320,17 @@ impl Store {
     /// Writes outcomes, attempts and their events in one transaction. Returns the ids whose
     /// claim was still ours (an outcome for a claim taken over by another instance changes
     /// nothing but the attempt log).
-    pub async fn finish_batch(
-        &self,
-        instance: &str,
-        items: &[Finish],
-        now: DateTime<Utc>,
-    ) -> Result<Vec<Uuid>> {
+    pub async fn finish_batch(&self, items: &[Finish], now: DateTime<Utc>) -> Result<Vec<Uuid>> {
         if items.is_empty() {
             return Ok(Vec::new());
         }
-        dispatch!(self, finish_batch(instance, items, now))
+        dispatch!(self, finish_batch(items, now))
     }
 
     /// Gives claimed, unsent communications back, due at `due` (window closed, channel
     /// throttled or shutting down). No attempt is recorded.
     pub async fn release(
         &self,
-        instance: &str,
         items: &[(Claimed, String)],
         due: DateTime<Utc>,
         now: DateTime<Utc>,
@@ -331,7 +338,7 @@ impl Store {
         if items.is_empty() {
             return Ok(());
         }
-        dispatch!(self, release(instance, items, due, now))
+        dispatch!(self, release(items, due, now))
     }
 
     /// Claims whose lease ran out (their instance died) go back to `retry_wait`, due now.

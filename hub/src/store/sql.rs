@@ -179,10 +179,11 @@ macro_rules! backend {
             ) -> Result<Vec<Claimed>> {
                 let now_ms = ms(now);
                 let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 4);
+                let claim = format!("{instance}:{}", Uuid::now_v7().simple());
                 let mut qb = QueryBuilder::<Db>::new(
                     "UPDATE communications SET status = 'sending', claimed_by = ",
                 );
-                qb.push_bind(instance.to_owned())
+                qb.push_bind(claim.clone())
                     .push(", claim_until = ")
                     .push_bind(now_ms + lease_ms)
                     .push(", updated_at = ")
@@ -209,6 +210,7 @@ macro_rules! backend {
                     out.push(Claimed {
                         comm,
                         attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+                        claim: claim.clone(),
                     });
                 }
                 out.sort_by_key(|c| std::cmp::Reverse(c.comm.priority));
@@ -218,7 +220,6 @@ macro_rules! backend {
             pub async fn finish_batch(
                 w: &Pool,
                 _r: &Pool,
-                instance: &str,
                 items: &[Finish],
                 now: DateTime<Utc>,
             ) -> Result<Vec<Uuid>> {
@@ -249,10 +250,11 @@ macro_rules! backend {
                 let mut changed = Vec::with_capacity(items.len());
                 for chunk in items.chunks(CHUNK) {
                     let mut qb = QueryBuilder::<Db>::new(
-                        "WITH v (vid, vstatus, vreason, vexternal, vattempts, vnext) AS (",
+                        "WITH v (vid, vclaim, vstatus, vreason, vexternal, vattempts, vnext) AS (",
                     );
                     qb.push_values(chunk, |mut b, f| {
                         b.push_bind(f.id.to_string())
+                            .push_bind(f.claim.clone())
                             .push_bind(f.status.as_str())
                             .push_bind(f.reason.clone())
                             .push_bind(f.external_id.clone())
@@ -266,8 +268,7 @@ macro_rules! backend {
                          claim_until = NULL, updated_at = ",
                     )
                     .push_bind(now_ms)
-                    .push(" FROM v WHERE id = v.vid AND status = 'sending' AND claimed_by = ")
-                    .push_bind(instance.to_owned())
+                    .push(" FROM v WHERE id = v.vid AND status = 'sending' AND claimed_by = v.vclaim")
                     .push(" RETURNING id");
                     let rows: Vec<(String,)> = qb.build_query_as().fetch_all(&mut *tx).await?;
                     for (id,) in rows {
@@ -299,7 +300,6 @@ macro_rules! backend {
             pub async fn release(
                 w: &Pool,
                 _r: &Pool,
-                instance: &str,
                 items: &[(Claimed, String)],
                 due: DateTime<Utc>,
                 now: DateTime<Utc>,
@@ -308,17 +308,18 @@ macro_rules! backend {
                 let mut tx = w.begin().await?;
                 let mut events = Vec::new();
                 for chunk in items.chunks(CHUNK) {
-                    let mut qb = QueryBuilder::<Db>::new("WITH v (vid, vreason) AS (");
+                    let mut qb = QueryBuilder::<Db>::new("WITH v (vid, vclaim, vreason) AS (");
                     qb.push_values(chunk, |mut b, (c, reason)| {
-                        b.push_bind(c.comm.id.to_string()).push_bind(reason.clone());
+                        b.push_bind(c.comm.id.to_string())
+                            .push_bind(c.claim.clone())
+                            .push_bind(reason.clone());
                     });
                     qb.push(") UPDATE communications SET status = 'scheduled', reason = v.vreason, \
                              claimed_by = NULL, claim_until = NULL, next_attempt_at = ")
                         .push_bind(ms(due))
                         .push(", updated_at = ")
                         .push_bind(now_ms)
-                        .push(" FROM v WHERE id = v.vid AND status = 'sending' AND claimed_by = ")
-                        .push_bind(instance.to_owned())
+                        .push(" FROM v WHERE id = v.vid AND status = 'sending' AND claimed_by = v.vclaim")
                         .push(" RETURNING id");
                     let rows: Vec<(String,)> = qb.build_query_as().fetch_all(&mut *tx).await?;
                     let set: HashSet<String> = rows.into_iter().map(|r| r.0).collect();

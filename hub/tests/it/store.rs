@@ -51,6 +51,7 @@ store_suite! {
     check_two_claimers_never_get_the_same_communication[flavor = "multi_thread", worker_threads = 2],
     check_finish_batch_records_outcomes_and_ignores_claims_taken_over,
     check_every_attempt_is_logged_when_a_claim_was_taken_over,
+    check_a_late_outcome_never_lands_on_a_newer_claim_of_the_same_instance,
     check_release_gives_claims_back_as_scheduled_at_the_given_time,
     check_responses_correlate_by_id_and_by_external_id,
     check_a_repeated_report_is_recorded_once,
@@ -132,8 +133,8 @@ async fn status_of(store: &Store, id: Uuid) -> Status {
     view_of(store, id).await.status
 }
 
-async fn finish(store: &Store, instance: &str, items: &[Finish], now: DateTime<Utc>) -> Vec<Uuid> {
-    store.finish_batch(instance, items, now).await.unwrap()
+async fn finish(store: &Store, items: &[Finish], now: DateTime<Utc>) -> Vec<Uuid> {
+    store.finish_batch(items, now).await.unwrap()
 }
 
 async fn respond(
@@ -183,6 +184,7 @@ fn outcome(c: &Claimed, status: Status, classification: Classification, answer: 
     let number = c.attempts + 1;
     Finish {
         id: c.comm.id,
+        claim: c.claim.clone(),
         campaign_id: c.comm.campaign_id.clone(),
         channel: c.comm.channel,
         attempt: Some(AttemptRow {
@@ -223,7 +225,7 @@ async fn insert_sent(store: &Store, comms: &[Communication], parts: u32) {
     let claimed = claim(store, "hub-a", comms.len() as u32, at(1)).await;
     assert_eq!(claimed.len(), comms.len());
     let finishes: Vec<Finish> = claimed.iter().map(sent).collect();
-    let changed = finish(store, "hub-a", &finishes, at(2)).await;
+    let changed = finish(store, &finishes, at(2)).await;
     assert_eq!(changed.len(), comms.len());
 }
 
@@ -492,7 +494,7 @@ async fn check_finish_batch_records_outcomes_and_ignores_claims_taken_over(store
     fail.reason = Some("invalid recipient".into());
     let stale = sent(&lost_by_a);
     let items = [sent(of(ok.id)), retry, fail, stale];
-    let changed = finish(store, "hub-a", &items, at(34)).await;
+    let changed = finish(store, &items, at(34)).await;
     let changed: HashSet<Uuid> = changed.into_iter().collect();
     assert_eq!(changed, HashSet::from([ok.id, busy.id, refused.id]));
 
@@ -540,7 +542,7 @@ async fn check_finish_batch_records_outcomes_and_ignores_claims_taken_over(store
     assert_eq!(sent_event.attempts, 1);
 
     // An outcome written twice changes nothing the second time.
-    let again = finish(store, "hub-a", &[sent(of(ok.id))], at(35)).await;
+    let again = finish(store, &[sent(of(ok.id))], at(35)).await;
     assert!(again.is_empty());
     assert!(drain_events(store).await.is_empty());
 
@@ -566,8 +568,8 @@ async fn check_every_attempt_is_logged_when_a_claim_was_taken_over(store: &Store
         Classification::Retry,
         "504 from a",
     );
-    assert!(finish(store, "hub-a", &[late_a], at(32)).await.is_empty());
-    let changed = finish(store, "hub-b", &[sent(&by_b)], at(33)).await;
+    assert!(finish(store, &[late_a], at(32)).await.is_empty());
+    let changed = finish(store, &[sent(&by_b)], at(33)).await;
     assert_eq!(changed, [c.id]);
 
     let view = view_of(store, c.id).await;
@@ -587,21 +589,23 @@ async fn check_release_gives_claims_back_as_scheduled_at_the_given_time(store: &
     let claimed = claim(store, "hub-a", 10, at(1)).await;
     drain_events(store).await;
 
-    // Only the instance holding the claim can give it back.
+    // Only the holder of the claim can give it back.
     let items: Vec<(Claimed, String)> = claimed
         .iter()
         .map(|c| (c.clone(), "outside the send window".to_owned()))
         .collect();
-    store
-        .release("hub-b", &items, at(3600), at(2))
-        .await
-        .unwrap();
+    let forged: Vec<(Claimed, String)> = items
+        .iter()
+        .map(|(c, r)| {
+            let mut c = c.clone();
+            c.claim = "hub-b:not-this-claim".into();
+            (c, r.clone())
+        })
+        .collect();
+    store.release(&forged, at(3600), at(2)).await.unwrap();
     assert_eq!(count(store, "release", Status::Sending).await, 2);
 
-    store
-        .release("hub-a", &items, at(3600), at(2))
-        .await
-        .unwrap();
+    store.release(&items, at(3600), at(2)).await.unwrap();
     for id in [a.id, b.id] {
         let view = view_of(store, id).await;
         assert_eq!(view.status, Status::Scheduled);
@@ -844,7 +848,7 @@ async fn check_cancel_campaign_cancels_only_its_pending_communications(store: &S
         "503",
     );
     retry.next_attempt_at = Some(at(60));
-    finish(store, "hub-a", &[retry, sent(of(was_sent.id))], at(1)).await;
+    finish(store, &[retry, sent(of(was_sent.id))], at(1)).await;
     insert(store, std::slice::from_ref(&in_flight), at(2)).await;
     assert_eq!(ids(&claim(store, "hub-a", 10, at(2)).await), [in_flight.id]);
     insert(
@@ -1035,7 +1039,7 @@ async fn check_depth_by_channel_counts_pending_and_sending(store: &Store) {
     let claimed = claim(store, "hub-a", 2, at(1)).await;
     assert_eq!(claimed.len(), 2);
     // One of the two is sent: neither waiting nor in flight any more.
-    finish(store, "hub-a", &[sent(&claimed[0])], at(2)).await;
+    finish(store, &[sent(&claimed[0])], at(2)).await;
 
     let depth = store.depth_by_channel().await.unwrap();
     let of = |channel: ChannelId| {
@@ -1047,4 +1051,19 @@ async fn check_depth_by_channel_counts_pending_and_sending(store: &Store) {
     assert_eq!(of(ChannelId::Sms), Some((2, 1)));
     assert_eq!(of(ChannelId::Email), Some((1, 0)));
     assert!(of(ChannelId::Wink).is_none_or(|d| d == (0, 0)));
+}
+
+async fn check_a_late_outcome_never_lands_on_a_newer_claim_of_the_same_instance(store: &Store) {
+    // hub-a's outcome is held up (say, by a store outage) past its lease; the communication is
+    // reaped and claimed again by hub-a itself. The old outcome must not finish the new claim.
+    let c = sms("same-instance");
+    insert(store, std::slice::from_ref(&c), at(0)).await;
+    let first = claim(store, "hub-a", 1, at(0)).await.remove(0);
+    store.reap_expired_claims(at(31)).await.unwrap();
+    let second = claim(store, "hub-a", 1, at(31)).await.remove(0);
+    assert_ne!(first.claim, second.claim);
+    assert!(finish(store, &[sent(&first)], at(32)).await.is_empty());
+    assert_eq!(status_of(store, c.id).await, Status::Sending);
+    assert_eq!(finish(store, &[sent(&second)], at(33)).await, [c.id]);
+    assert_eq!(status_of(store, c.id).await, Status::Sent);
 }

@@ -48,16 +48,16 @@ fn finish_unsent(c: &Claimed, status: Status, reason: String) -> Finish {
 /// What the checks of the stack's first layers say about one claimed communication now.
 enum Verdict {
     Send,
-    Finish(Finish),
+    Finish(Box<Finish>),
     /// Back to the store, due then.
     GiveBack(DateTime<Utc>, &'static str),
     /// The channel is paused: everything claimed goes back.
     Paused,
 }
 
-/// 1. attempts left, validity and cancellation; 2. pause and send window. Made before the waits
-/// and again after them, right before the send: a wait may outlast an expiry, a cancel, a pause
-/// or the window's end.
+/// Layers 1 (attempts left, validity, cancellation) and 2 (pause, send window). Made before the
+/// waits and again after them, right before the send: a wait may outlast an expiry, a cancel, a
+/// pause or the window's end.
 fn check(shared: &Shared, ch: &Channel, c: &Claimed, now: DateTime<Utc>) -> Verdict {
     // Claims of a hub that died mid-send come back with their attempt counted; a message that
     // keeps being abandoned must not be retried forever.
@@ -68,20 +68,20 @@ fn check(shared: &Shared, ch: &Channel, c: &Claimed, now: DateTime<Utc>) -> Verd
     if c.attempts >= cap {
         ch.counters.failed.fetch_add(1, Ordering::Relaxed);
         let why = format!("gave up after {} attempts", c.attempts);
-        return Verdict::Finish(finish_unsent(c, Status::Failed, why));
+        return Verdict::Finish(Box::new(finish_unsent(c, Status::Failed, why)));
     }
     if c.comm.expires_at.is_some_and(|e| e <= now) {
         ch.counters.expired.fetch_add(1, Ordering::Relaxed);
         let why = "expires_at passed before the channel took it".to_owned();
-        return Verdict::Finish(finish_unsent(c, Status::Expired, why));
+        return Verdict::Finish(Box::new(finish_unsent(c, Status::Expired, why)));
     }
     if shared.is_cancelled(&c.comm.campaign_id) {
         ch.counters.cancelled.fetch_add(1, Ordering::Relaxed);
-        return Verdict::Finish(finish_unsent(
+        return Verdict::Finish(Box::new(finish_unsent(
             c,
             Status::Cancelled,
             "campaign cancelled".into(),
-        ));
+        )));
     }
     if ch.is_paused() {
         return Verdict::Paused;
@@ -115,7 +115,7 @@ pub async fn dispatch_batch(
         match check(shared, ch, &c, Utc::now()) {
             Verdict::Send => {}
             Verdict::Finish(f) => {
-                shared.finisher.submit(f).await;
+                shared.finisher.submit(*f).await;
                 continue;
             }
             Verdict::GiveBack(due, why) => {
@@ -159,7 +159,7 @@ pub async fn dispatch_batch(
         match check(shared, ch, &c, Utc::now()) {
             Verdict::Send => {}
             Verdict::Finish(f) => {
-                shared.finisher.submit(f).await;
+                shared.finisher.submit(*f).await;
                 continue;
             }
             Verdict::GiveBack(due, why) => {

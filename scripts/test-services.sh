@@ -27,7 +27,7 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DIR="${CLM_TEST_SERVICES_DIR:-$ROOT/target/test-services}"
-SERVICES="${CLM_TEST_SERVICES:-postgres}"
+SERVICES="${CLM_TEST_SERVICES:-postgres redis rabbitmq}"
 KNOWN_SERVICES="postgres redis rabbitmq"
 
 log() { printf 'test-services: %s\n' "$*" >&2; }
@@ -454,8 +454,14 @@ status)
         fi
     done
     ;;
+rabbitmqctl)
+    # Tests isolate themselves in their own vhosts: `test-services.sh rabbitmqctl add_vhost X`.
+    rabbitmq_running || die "rabbitmq is not running (run: $0 start)"
+    shift
+    rabbit_env "$rabbit_sbin/rabbitmqctl" -q "$@"
+    ;;
 *)
-    echo "usage: $0 start|stop|env|status   (services: CLM_TEST_SERVICES=\"$SERVICES\")" >&2
+    echo "usage: $0 start|stop|env|status|rabbitmqctl ARGS   (services: CLM_TEST_SERVICES=\"$SERVICES\")" >&2
     exit 2
     ;;
 esac

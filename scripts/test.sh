@@ -40,7 +40,7 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 # --- services -----------------------------------------------------------------
-say "starting test services: ${CLM_TEST_SERVICES:-postgres}"
+say "starting test services: ${CLM_TEST_SERVICES:-postgres redis rabbitmq}"
 if ! bash "$SERVICES_SH" start; then
     say "FAILED: test services did not start (scratch dir: $CLM_TEST_SERVICES_DIR); not running the tests"
     exit 1

@@ -288,18 +288,28 @@ async fn events(State(shared): State<Arc<Shared>>, Query(q): Query<EventsQuery>)
 }
 
 async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
-    match shared.store.ping().await {
-        Ok(()) => (
-            StatusCode::OK,
-            Json(serde_json::json!({"ready": true, "store": "ok", "backend": shared.store.backend()})),
-        )
-            .into_response(),
-        Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({"ready": false, "store": e.to_string()})),
-        )
-            .into_response(),
+    let store = shared.store.ping().await;
+    let mut body = serde_json::json!({
+        "store": match &store { Ok(()) => "ok".to_owned(), Err(e) => e.to_string() },
+        "backend": shared.store.backend(),
+    });
+    let mut ready = store.is_ok();
+    if shared.config.queue.is_amqp() {
+        let b = &shared.broker;
+        let up = |v: bool| if v { "connected" } else { "disconnected" };
+        body["broker"] = serde_json::json!({
+            "intake": up(b.intake_connected()),
+            "events": up(b.publisher_connected()),
+        });
+        ready &= b.intake_connected();
     }
+    body["ready"] = serde_json::json!(ready);
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {

@@ -198,13 +198,37 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Hub>
         )));
     }
     let outbox_stop = CancellationToken::new();
-    let publisher = tokio::spawn(events::publish_loop(
-        store.clone(),
-        bus,
-        outbox_wake,
-        Arc::clone(&shared.metrics.events_published),
-        outbox_stop.clone(),
-    ));
+    let intake_stop = CancellationToken::new();
+    let (publisher, amqp_intake) = if shared.config.queue.is_amqp() {
+        let url = shared.config.queue.url.clone();
+        let publisher = crate::amqp::publisher::Publisher {
+            store: store.clone(),
+            bus,
+            wake: outbox_wake,
+            published: Arc::clone(&shared.metrics.events_published),
+            broker: Arc::clone(&shared.broker),
+            url: url.clone(),
+            name: format!("clm-hub events {}", shared.instance),
+        };
+        let publisher = tokio::spawn(publisher.run(outbox_stop.clone()));
+        let intake = tokio::spawn(crate::amqp::intake::run(
+            Arc::clone(&shared),
+            url,
+            shared.config.queue.prefetch,
+            Arc::clone(&shared.broker),
+            intake_stop.clone(),
+        ));
+        (publisher, Some(intake))
+    } else {
+        let publisher = tokio::spawn(events::publish_loop(
+            store.clone(),
+            bus,
+            outbox_wake,
+            Arc::clone(&shared.metrics.events_published),
+            outbox_stop.clone(),
+        ));
+        (publisher, None)
+    };
     let housekeeping = tokio::spawn(housekeeping(Arc::clone(&shared), shutdown.clone()));
 
     let app = crate::api::router(Arc::clone(&shared));
@@ -218,6 +242,11 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Hub>
     let token = shutdown.clone();
     let task = tokio::spawn(async move {
         token.cancelled().await;
+        // Stop consuming: what was delivered but not stored goes back to the queue.
+        intake_stop.cancel();
+        if let Some(i) = amqp_intake {
+            let _ = i.await;
+        }
         // Stop taking work; dispatchers give back unsent claims and wait for in-flight sends.
         for d in dispatchers {
             let _ = d.await;

@@ -53,8 +53,17 @@ pub struct StoreConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct QueueConfig {
-    /// `memory` (the in-process queue) or `amqp://…` (RabbitMQ, not in this build yet).
+    /// `memory` (HTTP intake, events in-process) or `amqp://…` / `amqps://…` (RabbitMQ: intake
+    /// from `clm.communications`, events to `clm.events`; the HTTP API keeps working).
     pub url: String,
+    /// Unacknowledged deliveries the broker may hand this instance at once.
+    pub prefetch: u16,
+}
+
+impl QueueConfig {
+    pub fn is_amqp(&self) -> bool {
+        self.url.starts_with("amqp://") || self.url.starts_with("amqps://")
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -230,6 +239,7 @@ impl Default for QueueConfig {
     fn default() -> Self {
         QueueConfig {
             url: "memory".into(),
+            prefetch: 1000,
         }
     }
 }
@@ -370,11 +380,14 @@ impl Config {
                 "must start with sqlite: or postgres://",
             ));
         }
-        if self.queue.url != "memory" {
+        if self.queue.url != "memory" && !self.queue.is_amqp() {
             return Err(invalid(
                 "queue.url",
-                "only `memory` (the in-process queue) is available in this build; AMQP intake is not built yet",
+                "must be `memory` or an amqp:// or amqps:// URL",
             ));
+        }
+        if self.queue.prefetch == 0 {
+            return Err(invalid("queue.prefetch", "must be at least 1"));
         }
         if self.coordination.url != "memory" {
             return Err(invalid(

@@ -47,6 +47,18 @@ impl EventBus {
         self.tx.subscribe()
     }
 
+    /// Hands an outbox row to in-process subscribers and the recent ring.
+    pub(crate) fn publish_row(&self, r: crate::store::OutboxRow) {
+        match serde_json::value::RawValue::from_string(r.payload) {
+            Ok(event) => self.publish(Published {
+                seq: r.seq,
+                routing_key: r.routing_key,
+                event,
+            }),
+            Err(e) => warn!(seq = r.seq, error = %e, "outbox row is not JSON; dropped"),
+        }
+    }
+
     fn publish(&self, p: Published) {
         let p = Arc::new(p);
         {
@@ -96,14 +108,7 @@ pub async fn publish_loop(
                 backoff = Duration::from_millis(100);
                 let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
                 for r in rows {
-                    match serde_json::value::RawValue::from_string(r.payload) {
-                        Ok(event) => bus.publish(Published {
-                            seq: r.seq,
-                            routing_key: r.routing_key,
-                            event,
-                        }),
-                        Err(e) => warn!(seq = r.seq, error = %e, "outbox row is not JSON; dropped"),
-                    }
+                    bus.publish_row(r);
                 }
                 published.fetch_add(seqs.len() as u64, std::sync::atomic::Ordering::Relaxed);
                 if let Err(e) = store.outbox_delete(&seqs).await {

@@ -29,6 +29,8 @@ pub struct Shared {
     pub outbox_wake: Arc<Notify>,
     /// The hub's own base URL as channels reach it.
     pub public_url: String,
+    /// RabbitMQ connection state (when `queue.url` is AMQP), for `/readyz`.
+    pub broker: crate::amqp::SharedBrokerState,
     cancelled: RwLock<HashSet<String>>,
 }
 
@@ -66,6 +68,7 @@ impl Shared {
             metrics: Metrics::default(),
             outbox_wake,
             public_url,
+            broker: Default::default(),
             cancelled: RwLock::new(HashSet::new()),
         }
     }

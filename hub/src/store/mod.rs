@@ -170,6 +170,29 @@ pub struct OutboxRow {
     pub payload: String,
 }
 
+/// The right to publish the outbox. On PostgreSQL a session advisory lock held on a dedicated
+/// connection: one publisher among all instances, taken over when its session ends. On SQLite,
+/// one process owns the file anyway.
+pub enum OutboxLeader {
+    Sole,
+    Postgres(sqlx::pool::PoolConnection<sqlx::Postgres>),
+}
+
+/// Advisory lock key of the outbox publisher ("clm-outbox").
+const OUTBOX_LOCK_KEY: i64 = 0x636c_6d2d_6f75_7462;
+
+impl OutboxLeader {
+    /// Whether the lock's session is still alive (and so the lock still ours).
+    pub async fn still_held(&mut self) -> bool {
+        match self {
+            OutboxLeader::Sole => true,
+            OutboxLeader::Postgres(conn) => {
+                sqlx::query("SELECT 1").execute(&mut **conn).await.is_ok()
+            }
+        }
+    }
+}
+
 /// Waiting and in-flight counts per channel.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ChannelDepth {
@@ -271,6 +294,21 @@ impl Store {
                 write.close().await;
             }
             Store::Postgres(pool) => pool.close().await,
+        }
+    }
+
+    /// Takes the outbox publishing lock if no other instance holds it.
+    pub async fn try_outbox_leadership(&self) -> Result<Option<OutboxLeader>> {
+        match self {
+            Store::Sqlite { .. } => Ok(Some(OutboxLeader::Sole)),
+            Store::Postgres(pool) => {
+                let mut conn = pool.acquire().await?;
+                let (got,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_lock($1)")
+                    .bind(OUTBOX_LOCK_KEY)
+                    .fetch_one(&mut *conn)
+                    .await?;
+                Ok(got.then_some(OutboxLeader::Postgres(conn)))
+            }
         }
     }
 

@@ -276,7 +276,7 @@ macro_rules! backend {
                     }
                 }
                 let set: HashSet<Uuid> = changed.iter().copied().collect();
-                let events: Vec<(String, String)> = items
+                let mut events: Vec<(String, String)> = items
                     .iter()
                     .filter(|f| set.contains(&f.id))
                     .map(|f| {
@@ -292,9 +292,70 @@ macro_rules! backend {
                         )
                     })
                     .collect();
+                let sent: Vec<&Finish> = items
+                    .iter()
+                    .filter(|f| f.status == Status::Sent && set.contains(&f.id))
+                    .collect();
+                for (f, status, detail) in reports_that_arrived_first(&mut tx, &sent).await? {
+                    let mut qb = QueryBuilder::<Db>::new("UPDATE communications SET status = ");
+                    qb.push_bind(status.as_str())
+                        .push(", reason = ")
+                        .push_bind(detail.clone())
+                        .push(", updated_at = ")
+                        .push_bind(now_ms)
+                        .push(" WHERE id = ")
+                        .push_bind(f.id.to_string())
+                        .push(" AND status = 'sent'");
+                    qb.build().execute(&mut *tx).await?;
+                    events.push(status_event(
+                        f.id, &f.campaign_id, f.channel, status, f.attempts, detail,
+                        f.external_id.clone(), now,
+                    ));
+                }
                 push_events(&mut tx, &events, now_ms).await?;
                 tx.commit().await?;
                 Ok(changed)
+            }
+
+            /// Delivery reports recorded while the attempt was still out: the status they lead
+            /// to, for communications that have just become `sent`.
+            async fn reports_that_arrived_first<'f>(
+                tx: &mut Transaction<'_, Db>,
+                sent: &[&'f Finish],
+            ) -> Result<Vec<(&'f Finish, Status, Option<String>)>> {
+                let mut out = Vec::new();
+                for chunk in sent.chunks(CHUNK) {
+                    let mut qb = QueryBuilder::<Db>::new(
+                        "SELECT r.communication_id, c.parts, r.kind, r.whole_message, r.detail \
+                         FROM responses r JOIN communications c ON c.id = r.communication_id \
+                         WHERE r.kind IN ('delivered', 'undelivered') AND r.communication_id IN (",
+                    );
+                    {
+                        let mut s = qb.separated(", ");
+                        for f in chunk {
+                            s.push_bind(f.id.to_string());
+                        }
+                    }
+                    qb.push(") ORDER BY r.received_at");
+                    let rows: Vec<(String, i64, String, bool, Option<String>)> =
+                        qb.build_query_as().fetch_all(&mut **tx).await?;
+                    for f in chunk {
+                        let id = f.id.to_string();
+                        let mine: Vec<_> = rows.iter().filter(|r| r.0 == id).collect();
+                        if let Some(r) = mine.iter().find(|r| r.2 == "undelivered") {
+                            out.push((*f, Status::Failed, r.4.clone()));
+                            continue;
+                        }
+                        let delivered = mine.iter().filter(|r| r.2 == "delivered").count() as i64;
+                        let whole = mine.iter().any(|r| r.2 == "delivered" && r.3);
+                        if let Some(last) = mine.last()
+                            && (whole || delivered >= last.1)
+                        {
+                            out.push((*f, Status::Delivered, last.4.clone()));
+                        }
+                    }
+                }
+                Ok(out)
             }
 
             pub async fn release(
@@ -413,7 +474,7 @@ macro_rules! backend {
                     let response_id = Uuid::now_v7();
                     let mut qb = QueryBuilder::<Db>::new(
                         "INSERT INTO responses (id, communication_id, channel, kind, received_at, \
-                         occurred_at, detail, dedupe_key) VALUES (",
+                         occurred_at, detail, dedupe_key, whole_message) VALUES (",
                     );
                     {
                         let mut s = qb.separated(", ");
@@ -424,7 +485,8 @@ macro_rules! backend {
                             .push_bind(now_ms)
                             .push_bind(it.occurred_at.map(ms))
                             .push_bind(it.detail.clone())
-                            .push_bind(it.dedupe_key.clone());
+                            .push_bind(it.dedupe_key.clone())
+                            .push_bind(it.whole_message);
                     }
                     qb.push(") ON CONFLICT (communication_id, dedupe_key) DO NOTHING RETURNING id");
                     let inserted: Option<(String,)> =
@@ -445,7 +507,10 @@ macro_rules! backend {
                         detail: it.detail.clone(),
                     })));
                     let Some(target) = it.kind.advances_to() else { continue };
-                    if status.is_final() {
+                    // While an attempt is out, the report waits: the attempt's outcome is written
+                    // first (`sent`), and finish_batch applies the report then, so the events
+                    // keep the lifecycle's order.
+                    if status.is_final() || status == Status::Sending {
                         continue;
                     }
                     if target == Status::Delivered && !it.whole_message && parts > 1 {

@@ -190,3 +190,43 @@ impl TestHub {
         self._dir
     }
 }
+
+/// The RabbitMQ server `scripts/test.sh` started. Never skipped: without it the test fails.
+pub fn amqp_url() -> String {
+    std::env::var("CLM_TEST_AMQP_URL").unwrap_or_else(|_| {
+        panic!("CLM_TEST_AMQP_URL is not set: run the suite with scripts/test.sh, which starts RabbitMQ")
+    })
+}
+
+/// A fresh vhost on the test broker, so concurrent tests never share queues.
+pub fn amqp_vhost() -> String {
+    let base = amqp_url();
+    let name = format!("clm_t_{}", Uuid::new_v4().simple());
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/test-services.sh");
+    for args in [
+        vec!["rabbitmqctl", "add_vhost", name.as_str()],
+        vec![
+            "rabbitmqctl",
+            "set_permissions",
+            "-p",
+            name.as_str(),
+            "guest",
+            ".*",
+            ".*",
+            ".*",
+        ],
+    ] {
+        let out = std::process::Command::new("bash")
+            .arg(script)
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let (prefix, _) = base.rsplit_once('/').unwrap();
+    format!("{prefix}/{name}")
+}

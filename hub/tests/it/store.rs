@@ -52,6 +52,7 @@ store_suite! {
     check_finish_batch_records_outcomes_and_ignores_claims_taken_over,
     check_every_attempt_is_logged_when_a_claim_was_taken_over,
     check_a_late_outcome_never_lands_on_a_newer_claim_of_the_same_instance,
+    check_a_report_that_beats_the_outcome_is_applied_once_it_is_sent,
     check_release_gives_claims_back_as_scheduled_at_the_given_time,
     check_responses_correlate_by_id_and_by_external_id,
     check_a_repeated_report_is_recorded_once,
@@ -1066,4 +1067,52 @@ async fn check_a_late_outcome_never_lands_on_a_newer_claim_of_the_same_instance(
     assert_eq!(status_of(store, c.id).await, Status::Sending);
     assert_eq!(finish(store, &[sent(&second)], at(33)).await, [c.id]);
     assert_eq!(status_of(store, c.id).await, Status::Sent);
+}
+
+async fn check_a_report_that_beats_the_outcome_is_applied_once_it_is_sent(store: &Store) {
+    // The gateway's delivery report arrives before the finisher wrote `sent`.
+    let (early, failed_early) = (sms("early"), sms("early"));
+    insert(store, &[early.clone(), failed_early.clone()], at(0)).await;
+    let claimed = claim(store, "hub-a", 10, at(1)).await;
+    drain_events(store).await;
+    let got = respond(
+        store,
+        &[
+            report(Correlation::Id(early.id), ResponseKind::Delivered, "d"),
+            report(
+                Correlation::Id(failed_early.id),
+                ResponseKind::Undelivered,
+                "u",
+            ),
+        ],
+        at(2),
+    )
+    .await;
+    assert_eq!(got, [ResponseOutcome::Recorded, ResponseOutcome::Recorded]);
+    assert_eq!(
+        status_of(store, early.id).await,
+        Status::Sending,
+        "the attempt is still out"
+    );
+    let finishes: Vec<Finish> = claimed.iter().map(sent).collect();
+    finish(store, &finishes, at(3)).await;
+    assert_eq!(status_of(store, early.id).await, Status::Delivered);
+    assert_eq!(status_of(store, failed_early.id).await, Status::Failed);
+    let events = drain_events(store).await;
+    assert_eq!(
+        keys_for(&events, early.id),
+        [
+            "response.sms.delivered",
+            "status.sms.sent",
+            "status.sms.delivered"
+        ]
+    );
+    assert_eq!(
+        keys_for(&events, failed_early.id),
+        [
+            "response.sms.undelivered",
+            "status.sms.sent",
+            "status.sms.failed"
+        ]
+    );
 }

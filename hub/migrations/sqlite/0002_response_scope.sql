@@ -1,0 +1,2 @@
+-- Whether a response speaks for the whole message (JSON gateways) or for one SMS part (Kannel).
+ALTER TABLE responses ADD COLUMN whole_message INTEGER NOT NULL DEFAULT 0;

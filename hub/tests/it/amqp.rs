@@ -1,0 +1,280 @@
+//! The hub on RabbitMQ and PostgreSQL: intake from `clm.communications`, rejects, events on
+//! `clm.events`. Each test runs in its own vhost.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use clm_contracts::{ChannelId, Status};
+use clm_mocks::SmsMock;
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions,
+    QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use serde_json::{Value, json};
+
+use crate::harness::*;
+
+async fn broker(url: &str) -> (Connection, Channel) {
+    let conn = Connection::connect(url, ConnectionProperties::default())
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    clm_hub::amqp::declare_topology(&ch).await.unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    (conn, ch)
+}
+
+/// A queue of our own bound to `exchange` with `key`.
+async fn tap(ch: &Channel, exchange: &str, key: &str) -> lapin::Consumer {
+    let q = ch
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    ch.queue_bind(
+        q.name().clone(),
+        exchange.into(),
+        key.into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    ch.basic_consume(
+        q.name().clone(),
+        "".into(),
+        BasicConsumeOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap()
+}
+
+async fn publish_all(ch: &Channel, bodies: &[(String, Vec<u8>)]) {
+    let mut confirms = Vec::with_capacity(bodies.len());
+    for (key, body) in bodies {
+        confirms.push(
+            ch.basic_publish(
+                clm_hub::amqp::COMMUNICATIONS_EXCHANGE.into(),
+                key.as_str().into(),
+                BasicPublishOptions::default(),
+                body,
+                BasicProperties::default()
+                    .with_content_type("application/json".into())
+                    .with_delivery_mode(2),
+            )
+            .await
+            .unwrap(),
+        );
+    }
+    for c in confirms {
+        assert!(matches!(c.await.unwrap(), lapin::Confirmation::Ack(_)));
+    }
+}
+
+async fn amqp_hub(mock: &SmsMock, vhost: &str) -> TestHub {
+    let dir = tempfile::tempdir().unwrap();
+    let pg = pg_database().await;
+    let config = config_for(mock, "kannel", dir.path(), |c| {
+        c.store.url = Some(pg);
+        c.queue.url = vhost.to_owned();
+        let p = &mut c.channels.get_mut(&ChannelId::Sms).unwrap().policy;
+        p.concurrency = 128;
+    });
+    let hub = start_hub(config, dir).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !hub.hub.shared.broker.intake_connected() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the hub never connected to RabbitMQ"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    hub
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_published_communications_end_delivered_with_every_event_on_clm_events() {
+    let vhost = amqp_vhost();
+    let mock = SmsMock::start(([127, 0, 0, 1], 0).into()).await.unwrap();
+    let (_conn, ch) = broker(&vhost).await;
+    let mut events = tap(&ch, clm_hub::amqp::EVENTS_EXCHANGE, "#").await;
+    let hub = amqp_hub(&mock, &vhost).await;
+
+    let n = 10_000;
+    let items: Vec<Value> = (0..n)
+        .map(|i| sms_json("amqp-bulk", &format!("Offer {i}")))
+        .collect();
+    let bodies: Vec<(String, Vec<u8>)> = items
+        .iter()
+        .map(|v| ("sms".to_owned(), serde_json::to_vec(v).unwrap()))
+        .collect();
+    publish_all(&ch, &bodies).await;
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
+    loop {
+        let rows = hub
+            .hub
+            .shared
+            .store
+            .count_by_status(Some("amqp-bulk"))
+            .await
+            .unwrap();
+        let delivered = rows
+            .iter()
+            .find(|(s, _)| *s == Status::Delivered)
+            .map_or(0, |(_, n)| *n);
+        if delivered == n as u64 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "after 180 s: {rows:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(mock.accepted_count(), n as u64);
+    assert_eq!(mock.duplicates(), 0);
+
+    // Every state change of every communication reaches clm.events, in order per communication.
+    let mut seen: HashMap<String, Vec<String>> = HashMap::new();
+    let want = [
+        "status.sms.received",
+        "status.sms.sent",
+        "response.sms.delivered",
+        "status.sms.delivered",
+    ];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut complete = 0;
+    while complete < n {
+        let d = tokio::time::timeout_at(deadline, events.next())
+            .await
+            .unwrap_or_else(|_| {
+                panic!("only {complete} of {n} communications have all their events")
+            })
+            .unwrap()
+            .unwrap();
+        d.acker.ack(BasicAckOptions::default()).await.unwrap();
+        assert_eq!(
+            d.properties.content_type().as_ref().map(|s| s.as_str()),
+            Some("application/json")
+        );
+        let e: Value = serde_json::from_slice(&d.data).unwrap();
+        let id = e["communication_id"].as_str().unwrap().to_owned();
+        let keys = seen.entry(id).or_default();
+        keys.push(d.routing_key.as_str().to_owned());
+        if keys.len() == want.len() {
+            let mut sorted = keys.clone();
+            sorted.sort();
+            let mut expected = want.to_vec();
+            expected.sort();
+            assert_eq!(sorted, expected, "every event of one communication");
+            // Status events follow the lifecycle; the report may come before or after `sent`.
+            let statuses: Vec<&String> = keys.iter().filter(|k| k.starts_with("status.")).collect();
+            assert_eq!(
+                statuses,
+                [
+                    "status.sms.received",
+                    "status.sms.sent",
+                    "status.sms.delivered"
+                ]
+            );
+            complete += 1;
+        }
+    }
+    hub.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_messages_land_on_the_reject_queue_with_their_reasons() {
+    let vhost = amqp_vhost();
+    let mock = SmsMock::start(([127, 0, 0, 1], 0).into()).await.unwrap();
+    let (_conn, ch) = broker(&vhost).await;
+    let mut rejected = ch
+        .basic_consume(
+            clm_hub::amqp::REJECTED_QUEUE.into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let hub = amqp_hub(&mock, &vhost).await;
+
+    let good = sms_json("amqp-rej", "fine");
+    let mut unknown_channel = sms_json("amqp-rej", "x");
+    unknown_channel["channel"] = json!("fax");
+    let mut missing = sms_json("amqp-rej", "x");
+    missing.as_object_mut().unwrap().remove("recipient");
+    let wrong_key = sms_json("amqp-rej", "x");
+    let bodies = vec![
+        ("sms".to_owned(), b"{not json".to_vec()),
+        (
+            "fax".to_owned(),
+            serde_json::to_vec(&unknown_channel).unwrap(),
+        ),
+        ("sms".to_owned(), serde_json::to_vec(&missing).unwrap()),
+        ("wink".to_owned(), serde_json::to_vec(&wrong_key).unwrap()),
+        ("sms".to_owned(), serde_json::to_vec(&good).unwrap()),
+    ];
+    publish_all(&ch, &bodies).await;
+
+    let mut reasons = Vec::new();
+    for _ in 0..4 {
+        let d = tokio::time::timeout(Duration::from_secs(20), rejected.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        d.acker.ack(BasicAckOptions::default()).await.unwrap();
+        let header = match d
+            .properties
+            .headers()
+            .as_ref()
+            .and_then(|h| h.inner().get(clm_hub::amqp::REJECT_REASON_HEADER).cloned())
+        {
+            Some(lapin::types::AMQPValue::LongString(s)) => {
+                String::from_utf8_lossy(s.as_bytes()).into_owned()
+            }
+            other => panic!("reason header: {other:?}"),
+        };
+        let body: Value = serde_json::from_slice(&d.data).unwrap();
+        let reason = body["reason"].as_str().unwrap().to_owned();
+        assert_eq!(header, reason);
+        assert!(body["original"].is_string());
+        reasons.push(reason);
+    }
+    reasons.sort();
+    let all = reasons.join(" | ");
+    assert!(all.contains("not JSON"), "{all}");
+    assert!(all.contains("fax"), "{all}");
+    assert!(all.contains("recipient"), "{all}");
+    assert!(all.contains("routing key `wink`"), "{all}");
+    hub.wait_for(
+        &[good["id"].as_str().unwrap().to_owned()],
+        &["delivered"],
+        Duration::from_secs(20),
+    )
+    .await;
+    // Nothing else was stored, nothing is left unacked.
+    let rows = hub
+        .hub
+        .shared
+        .store
+        .count_by_status(Some("amqp-rej"))
+        .await
+        .unwrap();
+    assert_eq!(rows.iter().map(|(_, n)| n).sum::<u64>(), 1, "{rows:?}");
+    hub.stop().await;
+}

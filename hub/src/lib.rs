@@ -3,6 +3,7 @@
 //!
 //! # Layout
 //! - [`config`]: layered configuration (defaults → TOML → `CLM_HUB__…`), validated by key.
+//! - [`amqp`]: RabbitMQ intake (consumer → intake) and event publishing (outbox → `clm.events`).
 //! - [`app`]: start-up (`start`, `run`), the embedded sandbox mocks, graceful shutdown.
 //! - [`api`]: the HTTP API (`/v1`), health, metrics; routes `/ingest/*` to [`ingest`].
 //! - [`intake`]: validation of submitted communications → store (group commit via [`batcher`]).
@@ -17,6 +18,7 @@
 //! Data moves: intake → store → dispatcher → connector → channel; channel → ingest → store;
 //! every state change → outbox (same transaction) → events.
 
+pub mod amqp;
 pub mod api;
 pub mod app;
 pub mod batcher;

@@ -1,7 +1,9 @@
 //! The hub's integration tests: one binary, a shared harness.
+//! - `amqp`: the hub on RabbitMQ and PostgreSQL (each test in its own vhost).
 //! - `store`: the store suite, run against SQLite and PostgreSQL alike.
 //! - `e2e`: the whole hub in-process on the embedded default against the SMS mock.
 
+mod amqp;
 mod e2e;
 mod harness;
 mod store;

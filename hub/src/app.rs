@@ -277,7 +277,10 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Hub>
 /// Reaps expired claims (instances that died mid-send) and picks up cancellations and pauses made
 /// through other instances.
 async fn housekeeping(shared: Arc<Shared>, shutdown: CancellationToken) {
-    let mut reap = tokio::time::interval(Duration::from_secs(15));
+    // Often enough that a dead instance's claims come back within about a third of the lease.
+    let every = Duration::from_secs(shared.config.dispatcher.lease_secs / 3)
+        .clamp(Duration::from_secs(1), Duration::from_secs(15));
+    let mut reap = tokio::time::interval(every);
     let mut refresh = tokio::time::interval(Duration::from_secs(2));
     loop {
         tokio::select! {

@@ -1,0 +1,264 @@
+//! Faults on the production stack (PostgreSQL + RabbitMQ), with the real `clm-hub` binary as a
+//! child process: killed with SIGKILL mid-run and restarted; stopped with SIGTERM mid-run.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use clm_contracts::Status;
+use clm_mocks::{DlrConfig, Faults, SmsMock};
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+use serde_json::Value;
+
+use crate::harness::*;
+
+struct HubProcess {
+    child: Child,
+}
+
+impl HubProcess {
+    fn start(config: &std::path::Path, log: &std::path::Path) -> HubProcess {
+        let log = std::fs::File::create(log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_clm-hub"))
+            .arg("--config")
+            .arg(config)
+            .env("CLM_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        HubProcess { child }
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .arg(sig)
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    fn wait(mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the hub did not exit within {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for HubProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn write_config(
+    dir: &std::path::Path,
+    mock: &SmsMock,
+    pg: &str,
+    amqp: &str,
+    port: u16,
+) -> std::path::PathBuf {
+    let path = dir.join("hub.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+sandbox = false
+data_dir = "{data}"
+[server]
+listen = "127.0.0.1:{port}"
+[store]
+url = "{pg}"
+[queue]
+url = "{amqp}"
+[dispatcher]
+poll_ms = 20
+lease_secs = 10
+[channels.sms]
+enabled = true
+[channels.sms.policy]
+rate = 400.0
+burst = 10
+concurrency = 16
+timeout_ms = 5000
+backoff_initial_ms = 100
+backoff_max_ms = 500
+[channels.sms.gateway]
+dialect = "kannel"
+url = "{url}"
+"#,
+            data = dir.join("data").display(),
+            url = mock.kannel_url(),
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn publish(amqp: &str, items: &[Value]) {
+    let conn = Connection::connect(amqp, ConnectionProperties::default())
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    clm_hub::amqp::declare_topology(&ch).await.unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let mut confirms = Vec::new();
+    for v in items {
+        confirms.push(
+            ch.basic_publish(
+                clm_hub::amqp::COMMUNICATIONS_EXCHANGE.into(),
+                "sms".into(),
+                BasicPublishOptions::default(),
+                &serde_json::to_vec(v).unwrap(),
+                BasicProperties::default().with_delivery_mode(2),
+            )
+            .await
+            .unwrap(),
+        );
+    }
+    for c in confirms {
+        c.await.unwrap();
+    }
+    let _ = conn.close(200, "done".into()).await;
+}
+
+async fn counts(store: &clm_hub::store::Store, campaign: &str) -> Vec<(Status, u64)> {
+    store.count_by_status(Some(campaign)).await.unwrap()
+}
+
+fn n_of(rows: &[(Status, u64)], s: Status) -> u64 {
+    rows.iter().find(|(x, _)| *x == s).map_or(0, |(_, n)| *n)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_killed_mid_run_loses_nothing_and_resends_at_most_what_was_in_flight() {
+    let mock = SmsMock::start(([127, 0, 0, 1], 0).into()).await.unwrap();
+    mock.set_dlr(DlrConfig {
+        enabled: false,
+        ..DlrConfig::default()
+    });
+    mock.set_faults(Faults {
+        latency_ms: 20,
+        ..Faults::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let (pg, amqp) = (pg_database().await, amqp_vhost());
+    let config = write_config(dir.path(), &mock, &pg, &amqp, free_port());
+    let store = clm_hub::store::Store::connect(&pg, 2).await.unwrap();
+
+    let n = 2000_u64;
+    let items: Vec<Value> = (0..n)
+        .map(|i| sms_json("killed", &format!("m{i}")))
+        .collect();
+    let first = HubProcess::start(&config, &dir.path().join("hub1.log"));
+    publish(&amqp, &items).await;
+    // Let it get well into the run, then kill it without warning.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while mock.accepted_count() < 300 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the first hub never got going"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.signal("-KILL");
+    first.wait(Duration::from_secs(10));
+    let at_kill = mock.accepted_count();
+    assert!(at_kill < n, "killed too late to prove anything");
+
+    let second = HubProcess::start(&config, &dir.path().join("hub2.log"));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let rows = counts(&store, "killed").await;
+        let total: u64 = rows.iter().map(|(_, c)| c).sum();
+        if n_of(&rows, Status::Sent) == n {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "after restart: {rows:?} (stored {total})"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Every communication was sent; only those in flight at the kill may have gone twice.
+    let stats = mock.stats();
+    let dupes = stats.duplicates;
+    assert!(
+        dupes <= 16 + 16,
+        "{dupes} duplicates for 16 in flight (and 16 more waiting for a slot)"
+    );
+    assert_eq!(
+        stats.accepted - dupes,
+        n,
+        "every communication reached the gateway"
+    );
+    second.signal("-TERM");
+    assert!(second.wait(Duration::from_secs(30)).success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_in_flight_sends_and_strands_no_claim() {
+    let mock = SmsMock::start(([127, 0, 0, 1], 0).into()).await.unwrap();
+    mock.set_dlr(DlrConfig {
+        enabled: false,
+        ..DlrConfig::default()
+    });
+    mock.set_faults(Faults {
+        latency_ms: 300,
+        ..Faults::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let (pg, amqp) = (pg_database().await, amqp_vhost());
+    let config = write_config(dir.path(), &mock, &pg, &amqp, free_port());
+    let store = clm_hub::store::Store::connect(&pg, 2).await.unwrap();
+    let items: Vec<Value> = (0..500)
+        .map(|i| sms_json("termed", &format!("m{i}")))
+        .collect();
+    let hub = HubProcess::start(&config, &dir.path().join("hub.log"));
+    publish(&amqp, &items).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while mock.stats().total < 20 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the hub never got going"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    hub.signal("-TERM");
+    assert!(
+        hub.wait(Duration::from_secs(30)).success(),
+        "clean exit on SIGTERM"
+    );
+    let rows = counts(&store, "termed").await;
+    assert_eq!(
+        n_of(&rows, Status::Sending),
+        0,
+        "no claim stranded: {rows:?}"
+    );
+    assert_eq!(
+        n_of(&rows, Status::Sent),
+        mock.accepted_count(),
+        "every answered send recorded: {rows:?}"
+    );
+    assert!(mock.accepted_count() < 500, "stopped mid-run");
+}

@@ -5,7 +5,6 @@
 //! - `e2e`: the whole hub in-process on the embedded default against the SMS mock.
 
 mod amqp;
-mod coordination;
 mod e2e;
 mod faults;
 mod harness;

@@ -250,6 +250,10 @@ async fn set_paused(shared: &Shared, id: &str, paused: bool) -> Result<Response,
         .set_paused(id, paused, chrono::Utc::now())
         .await?;
     ch.set_paused(paused);
+    // Other instances see it within a second through Redis (within two through the store).
+    if let Err(e) = shared.coord.set_paused(id, paused).await {
+        tracing::warn!(channel = %id, error = %e, "pause flag not mirrored to Redis; the store carries it");
+    }
     info!(channel = %id, paused, "channel pause changed");
     Ok(Json(serde_json::json!({"channel": id, "paused": paused})).into_response())
 }
@@ -303,6 +307,9 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
         });
         ready &= b.intake_connected();
     }
+    let (coord, coord_error) = shared.coord.readiness();
+    // Degraded coordination still sends (at the conservative local share), so it stays ready.
+    body["coordination"] = serde_json::json!({"state": coord, "error": coord_error});
     body["ready"] = serde_json::json!(ready);
     let status = if ready {
         StatusCode::OK

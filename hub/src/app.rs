@@ -142,6 +142,15 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Hub>
         None
     };
 
+    let coord = match crate::coordination::Coordination::connect(&config.coordination.url)
+        .await
+        .context("coordination.url: cannot use it")?
+    {
+        crate::coordination::Coordination::Redis(r) => {
+            crate::coordination::Coordination::Redis(r.with_prefix(&config.coordination.key_prefix))
+        }
+        local => local,
+    };
     let mut channels = BTreeMap::new();
     for id in ChannelId::ALL {
         let cfg = config.channel(id);
@@ -156,9 +165,16 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Hub>
                 anyhow::bail!("channels.{other}.enabled: no connector for {other} in this build")
             }
         };
+        let limiter = crate::coordination::SharedLimiter::new(
+            &coord,
+            id,
+            cfg.policy.rate,
+            cfg.policy.burst,
+            config.coordination.fallback_share,
+        );
         channels.insert(
             id,
-            Arc::new(Channel::new(id, cfg.policy.clone(), connector)),
+            Arc::new(Channel::new(id, cfg.policy.clone(), connector, limiter)),
         );
     }
     for id in store.paused_channels().await? {
@@ -185,6 +201,7 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Hub>
         bus.clone(),
         Arc::clone(&outbox_wake),
         public_url,
+        coord,
     ));
     shared.mark_cancelled(store.cancelled_campaigns().await?);
 
@@ -281,6 +298,7 @@ async fn housekeeping(shared: Arc<Shared>, shutdown: CancellationToken) {
     let every = Duration::from_secs(shared.config.dispatcher.lease_secs / 3)
         .clamp(Duration::from_secs(1), Duration::from_secs(15));
     let mut reap = tokio::time::interval(every);
+    let mut coord_tick = tokio::time::interval(Duration::from_secs(1));
     let mut refresh = tokio::time::interval(Duration::from_secs(2));
     loop {
         tokio::select! {
@@ -300,9 +318,25 @@ async fn housekeeping(shared: Arc<Shared>, shutdown: CancellationToken) {
                 if let Ok(c) = shared.store.cancelled_campaigns().await {
                     shared.mark_cancelled(c);
                 }
+                // The store holds the pause flags durably; Redis mirrors them for the
+                // one-second propagation below, and is corrected here if a write to it failed.
                 if let Ok(paused) = shared.store.paused_channels().await {
                     for (id, ch) in &shared.channels {
                         let p = paused.contains(id);
+                        if p != ch.is_paused() { ch.set_paused(p); }
+                        if shared.coord.is_shared() {
+                            let _ = shared.coord.set_paused(*id, p).await;
+                        }
+                    }
+                }
+            }
+            _ = coord_tick.tick(), if shared.coord.is_shared() => {
+                let paused = shared.coord.paused().await.ok();
+                for (id, ch) in &shared.channels {
+                    let until = shared.coord.breaker_open_for(*id).await.map(|d| tokio::time::Instant::now() + d);
+                    ch.set_remote_breaker(until);
+                    if let Some(p) = &paused {
+                        let p = p.contains(id);
                         if p != ch.is_paused() { ch.set_paused(p); }
                     }
                 }

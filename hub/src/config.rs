@@ -69,8 +69,14 @@ impl QueueConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CoordinationConfig {
-    /// `memory` (one instance) or `redis://…` (shared limits, not in this build yet).
+    /// `memory` (one instance) or `redis://…` (rate limits, breaker state and pause flags
+    /// shared by every instance; singleton jobs).
     pub url: String,
+    /// While Redis is unreachable each instance sends at this share of a channel's rate, so the
+    /// instances together stay near the contracted rate (0.5 suits two instances, 0.34 three).
+    pub fallback_share: f64,
+    /// Prefix of every Redis key, so several hubs (or test runs) can share one Redis.
+    pub key_prefix: String,
 }
 
 /// Store-side knobs of the dispatcher, the same for every channel.
@@ -248,6 +254,8 @@ impl Default for CoordinationConfig {
     fn default() -> Self {
         CoordinationConfig {
             url: "memory".into(),
+            fallback_share: 0.5,
+            key_prefix: "clm:".into(),
         }
     }
 }
@@ -389,11 +397,18 @@ impl Config {
         if self.queue.prefetch == 0 {
             return Err(invalid("queue.prefetch", "must be at least 1"));
         }
-        if self.coordination.url != "memory" {
+        let c = &self.coordination;
+        if c.url != "memory"
+            && !c.url.starts_with("redis://")
+            && !c.url.starts_with("redis+unix://")
+        {
             return Err(invalid(
                 "coordination.url",
-                "only `memory` is available in this build; Redis coordination is not built yet",
+                "must be `memory` or a redis:// URL",
             ));
+        }
+        if !(c.fallback_share > 0.0 && c.fallback_share <= 1.0) {
+            return Err(invalid("coordination.fallback_share", "must be in (0, 1]"));
         }
         let d = &self.dispatcher;
         if d.claim_batch == 0 || d.claim_batch > 5000 {

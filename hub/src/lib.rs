@@ -8,6 +8,8 @@
 //! - [`api`]: the HTTP API (`/v1`), health, metrics; routes `/ingest/*` to [`ingest`].
 //! - [`intake`]: validation of submitted communications → store (group commit via [`batcher`]).
 //! - [`store`]: SQLite / PostgreSQL; communications, attempts, responses, outbox, claims.
+//! - [`coordination`]: several instances through Redis: shared rate limits, breaker and pause
+//!   state, singleton locks (local fallback when Redis is down).
 //! - [`dispatcher`]: per-channel claim loop and policy stack → connectors → [`dispatcher::Finisher`]
 //!   writes outcomes back in batches.
 //! - [`policy`]: send windows, backoff, circuit breaker (the rate limit is governor's).
@@ -23,6 +25,7 @@ pub mod api;
 pub mod app;
 pub mod batcher;
 pub mod config;
+pub mod coordination;
 pub mod dispatcher;
 pub mod events;
 pub mod ingest;

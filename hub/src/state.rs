@@ -29,6 +29,8 @@ pub struct Shared {
     pub outbox_wake: Arc<Notify>,
     /// The hub's own base URL as channels reach it.
     pub public_url: String,
+    /// Redis (shared limits, breaker, pause flags) or in-process.
+    pub coord: crate::coordination::Coordination,
     /// RabbitMQ connection state (when `queue.url` is AMQP), for `/readyz`.
     pub broker: crate::amqp::SharedBrokerState,
     cancelled: RwLock<HashSet<String>>,
@@ -45,6 +47,7 @@ impl Shared {
         events: EventBus,
         outbox_wake: Arc<Notify>,
         public_url: String,
+        coord: crate::coordination::Coordination,
     ) -> Shared {
         let s1 = store.clone();
         let intake = Batcher::start(move |items: Vec<NewCommunication>| {
@@ -68,6 +71,7 @@ impl Shared {
             metrics: Metrics::default(),
             outbox_wake,
             public_url,
+            coord,
             broker: Default::default(),
             cancelled: RwLock::new(HashSet::new()),
         }

@@ -1,6 +1,5 @@
 //! One channel's runtime: its connector, its policy pieces and its counters.
 
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -9,12 +8,12 @@ use std::time::Duration;
 use clm_connectors::Connector;
 use clm_contracts::ChannelId;
 use clm_contracts::api::ChannelCounters as CountersView;
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::PolicyConfig;
+use crate::coordination::SharedLimiter;
 use crate::policy::breaker::{Breaker, BreakerState};
 use crate::policy::window::SendWindow;
 
@@ -53,7 +52,8 @@ pub struct Channel {
     pub id: ChannelId,
     pub policy: PolicyConfig,
     pub connector: Arc<dyn Connector>,
-    pub limiter: DefaultDirectRateLimiter,
+    /// The channel's rate limit: governor in-process, or GCRA in Redis shared by all instances.
+    pub limiter: SharedLimiter,
     pub slots: Arc<Semaphore>,
     pub breaker: Breaker,
     pub window: Option<SendWindow>,
@@ -61,17 +61,19 @@ pub struct Channel {
     pub in_flight: AtomicU64,
     paused: AtomicBool,
     throttled_until: Mutex<Option<Instant>>,
+    /// Breaker opened by another instance (shared through Redis).
+    remote_breaker_until: Mutex<Option<Instant>>,
     wake: Notify,
     idle: Notify,
 }
 
 impl Channel {
-    pub fn new(id: ChannelId, policy: PolicyConfig, connector: Arc<dyn Connector>) -> Channel {
-        let period = Duration::from_secs_f64(1.0 / policy.rate);
-        let burst = NonZeroU32::new(policy.burst).unwrap_or(NonZeroU32::MIN);
-        let quota = Quota::with_period(period.max(Duration::from_nanos(1)))
-            .expect("positive period")
-            .allow_burst(burst);
+    pub fn new(
+        id: ChannelId,
+        policy: PolicyConfig,
+        connector: Arc<dyn Connector>,
+        limiter: SharedLimiter,
+    ) -> Channel {
         let window = policy
             .window
             .as_ref()
@@ -79,7 +81,7 @@ impl Channel {
         Channel {
             id,
             connector,
-            limiter: RateLimiter::direct(quota),
+            limiter,
             slots: Arc::new(Semaphore::new(policy.concurrency as usize)),
             breaker: Breaker::new(
                 policy.breaker.failure_threshold,
@@ -90,6 +92,7 @@ impl Channel {
             in_flight: AtomicU64::new(0),
             paused: AtomicBool::new(false),
             throttled_until: Mutex::new(None),
+            remote_breaker_until: Mutex::new(None),
             wake: Notify::new(),
             idle: Notify::new(),
             policy,
@@ -119,6 +122,17 @@ impl Channel {
         self.counters.throttled.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Another instance opened the breaker (seen through Redis) until `until`.
+    pub fn set_remote_breaker(&self, until: Option<Instant>) {
+        *self.remote_breaker_until.lock().expect("breaker lock") = until;
+    }
+
+    pub fn remote_breaker_for(&self) -> Option<Duration> {
+        let t = self.remote_breaker_until.lock().expect("breaker lock");
+        t.and_then(|until| until.checked_duration_since(Instant::now()))
+            .filter(|d| !d.is_zero())
+    }
+
     pub fn throttled_for(&self) -> Option<Duration> {
         let t = self.throttled_until.lock().expect("throttle lock");
         t.and_then(|until| until.checked_duration_since(Instant::now()))
@@ -137,6 +151,9 @@ impl Channel {
         if self.breaker.state(Instant::now()) == BreakerState::Open || self.breaker.probing() {
             return Some(Duration::from_millis(200));
         }
+        if let Some(d) = self.remote_breaker_for() {
+            return Some(d.min(Duration::from_secs(1)));
+        }
         None
     }
 
@@ -146,7 +163,9 @@ impl Channel {
             "paused"
         } else if self.throttled_for().is_some() {
             "throttled"
-        } else if self.breaker.state(Instant::now()) == BreakerState::Open {
+        } else if self.breaker.state(Instant::now()) == BreakerState::Open
+            || self.remote_breaker_for().is_some()
+        {
             "breaker_open"
         } else {
             "running"

@@ -188,8 +188,13 @@ pub async fn dispatch_batch(
         let shared = Arc::clone(shared);
         let ch = Arc::clone(ch);
         tokio::spawn(async move {
-            let finish = attempt(&ch, &c, probe).await;
+            let (finish, opened) = attempt(&ch, &c, probe).await;
             drop(permit);
+            if opened {
+                // Every instance holds off, not just this one.
+                let open_for = Duration::from_millis(ch.policy.breaker.open_ms);
+                shared.coord.open_breaker(ch.id, open_for).await;
+            }
             shared.finisher.submit(finish).await;
             drop(guard);
         });
@@ -197,7 +202,7 @@ pub async fn dispatch_batch(
 }
 
 /// 7–8: one timed attempt, classified, turned into the communication's next state.
-async fn attempt(ch: &Channel, c: &Claimed, probe: bool) -> Finish {
+async fn attempt(ch: &Channel, c: &Claimed, probe: bool) -> (Finish, bool) {
     let started_at = Utc::now();
     let t0 = Instant::now();
     let timeout = Duration::from_millis(ch.policy.timeout_ms);
@@ -231,10 +236,12 @@ async fn attempt(ch: &Channel, c: &Claimed, probe: bool) -> Finish {
         Ordering::Relaxed,
     );
 
+    let mut opened = false;
     match &outcome {
         Outcome::Sent { .. } => ch.breaker.on_success(),
         o if o.is_channel_failure() => {
             if ch.breaker.on_failure(Instant::now()) {
+                opened = true;
                 c_.breaker_opened.fetch_add(1, Ordering::Relaxed);
                 warn!(channel = %ch.id, open_ms = ch.policy.breaker.open_ms, probe, "circuit breaker opened");
             }
@@ -277,7 +284,7 @@ async fn attempt(ch: &Channel, c: &Claimed, probe: bool) -> Finish {
         Status::Expired => c_.expired.fetch_add(1, Ordering::Relaxed),
         _ => 0,
     };
-    Finish {
+    let finish = Finish {
         id: c.comm.id,
         claim: c.claim.clone(),
         campaign_id: c.comm.campaign_id.clone(),
@@ -288,7 +295,8 @@ async fn attempt(ch: &Channel, c: &Claimed, probe: bool) -> Finish {
         external_id,
         next_attempt_at: next,
         attempts: number,
-    }
+    };
+    (finish, opened)
 }
 
 /// Throttled retries are the channel's pacing, not the message's fault: they may take up to this

@@ -126,6 +126,28 @@ pub fn render(shared: &Shared, depth: &[(clm_contracts::ChannelId, ChannelDepth)
     }
     let _ = writeln!(
         s,
+        "# HELP clm_rate_limit_degraded 1 while the shared (Redis) rate limit is unreachable and the local share applies.\n# TYPE clm_rate_limit_degraded gauge"
+    );
+    for (id, ch) in &shared.channels {
+        let _ = writeln!(
+            s,
+            "clm_rate_limit_degraded{{channel=\"{id}\"}} {}",
+            u8::from(ch.limiter.degraded())
+        );
+    }
+    let _ = writeln!(
+        s,
+        "# HELP clm_rate_limit_round_trips_total Round trips to the shared rate limit.\n# TYPE clm_rate_limit_round_trips_total counter"
+    );
+    for (id, ch) in &shared.channels {
+        let _ = writeln!(
+            s,
+            "clm_rate_limit_round_trips_total{{channel=\"{id}\"}} {}",
+            ch.limiter.round_trips()
+        );
+    }
+    let _ = writeln!(
+        s,
         "# HELP clm_queue_depth Communications waiting in the store.\n# TYPE clm_queue_depth gauge"
     );
     for (id, d) in depth {

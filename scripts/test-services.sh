@@ -2,10 +2,26 @@
 # Start and stop the services the tests need: real servers on loopback, run as
 # background processes out of a scratch directory, no Docker engine, no systemd.
 #
-#   scripts/test-services.sh start   start the selected services (reuses running ones)
-#   scripts/test-services.sh env     print `export` lines for the running services
-#   scripts/test-services.sh status  say what runs where
-#   scripts/test-services.sh stop    stop every service started here, remove its data
+#   scripts/test-services.sh start [SERVICE...]  start the selected services (reuses running
+#                                                ones; one stopped by `kill` comes back with its
+#                                                data, on its port)
+#   scripts/test-services.sh env               print `export` lines for the running services
+#   scripts/test-services.sh status            say what runs where
+#   scripts/test-services.sh stop              stop every service started here, remove its data
+#   scripts/test-services.sh restart SERVICE   restart one running service, keeping its data and
+#                                              port: postgres `pg_ctl restart -m fast`; rabbitmq a
+#                                              full node stop and start (durable queues and the
+#                                              messages in them survive); redis stopped and
+#                                              started empty (it keeps no data)
+#   scripts/test-services.sh kill SERVICE      stop one service abruptly, keeping its data and
+#                                              port for `start SERVICE`: redis and rabbitmq
+#                                              SIGKILL; postgres `pg_ctl stop -m fast` (a crash
+#                                              would lose the last commits: the test cluster
+#                                              runs with synchronous_commit = off)
+#
+# Several sets may run side by side, each with its own CLM_TEST_SERVICES_DIR (tests that
+# restart a service start a private one): ports are reserved under CLM_TEST_PORTS_DIR while
+# a set holds them, so no other set takes the port of a service that is down for a moment.
 #
 # Environment:
 #   CLM_TEST_SERVICES      services to start, space separated: postgres redis rabbitmq
@@ -13,7 +29,15 @@
 #   CLM_TEST_SERVICES_DIR  scratch directory (default: <repo>/target/test-services)
 #   CLM_TEST_PG_PORT, CLM_TEST_REDIS_PORT, CLM_TEST_AMQP_PORT
 #                          preferred ports (defaults 55432, 56379, 55672); a free one
-#                          is picked when the preferred one is taken
+#                          is picked when the preferred one is taken (or reserved by
+#                          another set); RabbitMQ also takes AMQP+1000 (distribution)
+#                          and AMQP+2000 (its own epmd), or free ones above them
+#   CLM_TEST_PORTS_DIR     port reservations shared by every set
+#                          (default: ${TMPDIR:-/tmp}/clm-test-services-ports)
+#   CLM_TEST_SERVICES_OWNER_PID
+#                          with `start`: stop the whole set (as `stop` does) once this
+#                          process is gone, so a test killed before its cleanup ran leaves
+#                          nothing behind
 #
 # Exported to the tests (written to $CLM_TEST_SERVICES_DIR/env):
 #   CLM_TEST_PG_URL     postgres://postgres@127.0.0.1:PORT/clm_test
@@ -91,11 +115,53 @@ EOF
     fi
 }
 
-# The preferred port if it is free, else the first free one in the 100 above it.
+# Port reservations: $PORTS_DIR/<port>/owner names the set ($DIR) that picked the port. A
+# set keeps its reservations until `stop`, so while one of its services is down (restart,
+# kill) no other set takes the port. A reservation is stale once its set no longer lists the
+# port in a state file (after a grace period covering the moment between picking a port and
+# writing it down), e.g. when that set was removed without `stop`.
+PORTS_DIR="${CLM_TEST_PORTS_DIR:-${TMPDIR:-/tmp}/clm-test-services-ports}"
+
+reservation_stale() {
+    local res="$PORTS_DIR/$1" owner age f
+    age=$(($(date +%s) - $(stat -c %Y "$res" 2>/dev/null || date +%s)))
+    ((age > 120)) || return 1
+    owner="$(cat "$res/owner" 2>/dev/null)" || return 0
+    [[ -d "$owner" ]] || return 0
+    for f in "$owner"/*/port "$owner"/rabbitmq/dist_port "$owner"/rabbitmq/epmd_port; do
+        [[ -f "$f" && "$(cat "$f" 2>/dev/null)" == "$1" ]] && return 1
+    done
+    return 0
+}
+
+# Reserves port $1 for this set; fails when another set holds it.
+reserve_port() {
+    local res="$PORTS_DIR/$1"
+    mkdir -p "$PORTS_DIR"
+    if [[ -d "$res" ]]; then
+        [[ "$(cat "$res/owner" 2>/dev/null)" == "$DIR" ]] && return 0
+        reservation_stale "$1" || return 1
+        rm -rf "$res"
+    fi
+    mkdir "$res" 2>/dev/null || return 1  # atomic: one of two racing sets wins
+    echo "$DIR" >"$res/owner"
+}
+
+# Drops every reservation of this set.
+release_ports() {
+    local res
+    for res in "$PORTS_DIR"/*/; do
+        [[ -d "$res" ]] || continue
+        if [[ "$(cat "$res/owner" 2>/dev/null)" == "$DIR" ]]; then rm -rf "$res"; fi
+    done
+}
+
+# The preferred port if it is free, else the first free one in the 100 above it; reserved
+# for this set either way.
 pick_port() {
     local port="$1" p
     for ((p = port; p < port + 100; p++)); do
-        if port_free "$p"; then echo "$p"; return 0; fi
+        if port_free "$p" && reserve_port "$p"; then echo "$p"; return 0; fi
     done
     die "no free port in $port-$((port + 99))"
 }
@@ -204,11 +270,7 @@ synchronous_commit = off
 full_page_writes = off
 log_min_messages = warning
 EOF
-        if ! as_postgres "$bindir/pg_ctl" -D "$data" -l "$data/server.log" -w -t 60 start >"$st/pg_ctl.log" 2>&1; then
-            cat "$st/pg_ctl.log" >&2
-            tail -n 30 "$data/server.log" >&2 2>/dev/null || true
-            die "postgres did not start (log: $data/server.log)"
-        fi
+        postgres_launch
         log "postgres started on 127.0.0.1:$port (data: $data)"
     fi
 
@@ -219,6 +281,55 @@ EOF
             -c 'CREATE DATABASE clm_test' || die "could not create database clm_test"
     fi
     echo "export CLM_TEST_PG_URL=postgres://postgres@127.0.0.1:$port/clm_test" >"$DIR/postgres.env"
+}
+
+# Starts the cluster set up in $(pg_state), on its port, with its data.
+postgres_launch() {
+    local st bindir data
+    st="$(pg_state)"
+    bindir="$(cat "$st/bindir")" data="$(cat "$st/datadir")"
+    if ! as_postgres "$bindir/pg_ctl" -D "$data" -l "$data/server.log" -w -t 60 start >"$st/pg_ctl.log" 2>&1; then
+        cat "$st/pg_ctl.log" >&2
+        tail -n 30 "$data/server.log" >&2 2>/dev/null || true
+        die "postgres did not start (log: $data/server.log)"
+    fi
+}
+
+# Starts again a cluster stopped by `kill`.
+postgres_resume() {
+    local st
+    st="$(pg_state)"
+    postgres_running || postgres_launch
+    rm -f "$st/halted"
+    log "postgres started again on 127.0.0.1:$(cat "$st/port")"
+}
+
+postgres_restart() {
+    local st bindir data
+    st="$(pg_state)"
+    postgres_running || die "postgres is not running here"
+    bindir="$(cat "$st/bindir")" data="$(cat "$st/datadir")"
+    if ! as_postgres "$bindir/pg_ctl" -D "$data" -l "$data/server.log" -m fast -w -t 60 restart >"$st/pg_ctl.log" 2>&1; then
+        cat "$st/pg_ctl.log" >&2
+        tail -n 30 "$data/server.log" >&2 2>/dev/null || true
+        die "postgres did not restart (log: $data/server.log)"
+    fi
+    log "postgres restarted on 127.0.0.1:$(cat "$st/port")"
+}
+
+# Stops the cluster (fast: a clean shutdown, see the header), keeping data and port.
+postgres_halt() {
+    local st data pid bindir
+    st="$(pg_state)"
+    [[ -f "$st/datadir" ]] || die "postgres was not started here"
+    data="$(cat "$st/datadir")" bindir="$(cat "$st/bindir")"
+    pid="$(head -n 1 "$data/postmaster.pid" 2>/dev/null || true)"
+    touch "$st/halted"
+    if [[ -n "$pid" ]] && alive "$pid"; then
+        as_postgres "$bindir/pg_ctl" -D "$data" -m fast -w -t 30 stop >/dev/null 2>&1 || true
+        terminate "$pid" 10
+    fi
+    log "postgres stopped (kill); data and port 127.0.0.1:$(cat "$st/port") kept"
 }
 
 # Removes the data of a cluster that is not running (any more).
@@ -262,7 +373,7 @@ redis_running() {
 }
 
 redis_start() {
-    local st="$DIR/redis" port i
+    local st="$DIR/redis" port
     if redis_running; then
         port="$(cat "$st/port")"
         log "redis already running on 127.0.0.1:$port (reused)"
@@ -274,18 +385,56 @@ redis_start() {
         port="$(pick_port "${CLM_TEST_REDIS_PORT:-56379}")"
         mkdir -p "$st"
         echo "$port" >"$st/port"
-        redis-server --bind 127.0.0.1 --port "$port" --dir "$st" \
-            --save '' --appendonly no --daemonize yes \
-            --pidfile "$st/redis.pid" --logfile "$st/redis.log" ||
-            die "redis-server did not start (log: $st/redis.log)"
-        for ((i = 0; i < 100; i++)); do
-            redis_running && break
-            sleep 0.1
-        done
-        redis_running || { tail -n 20 "$st/redis.log" >&2; die "redis did not answer PING (log: $st/redis.log)"; }
+        redis_launch
         log "redis started on 127.0.0.1:$port"
     fi
     echo "export CLM_TEST_REDIS_URL=redis://127.0.0.1:$port" >"$DIR/redis.env"
+}
+
+# Starts redis-server on the port in $DIR/redis/port.
+redis_launch() {
+    local st="$DIR/redis" i
+    rm -f "$st/redis.pid"
+    redis-server --bind 127.0.0.1 --port "$(cat "$st/port")" --dir "$st" \
+        --save '' --appendonly no --daemonize yes \
+        --pidfile "$st/redis.pid" --logfile "$st/redis.log" ||
+        die "redis-server did not start (log: $st/redis.log)"
+    for ((i = 0; i < 100; i++)); do
+        redis_running && return 0
+        sleep 0.1
+    done
+    tail -n 20 "$st/redis.log" >&2
+    die "redis did not answer PING (log: $st/redis.log)"
+}
+
+redis_resume() {
+    local st="$DIR/redis"
+    redis_running || redis_launch
+    rm -f "$st/halted"
+    log "redis started again on 127.0.0.1:$(cat "$st/port")"
+}
+
+# SIGKILL (it keeps no data anyway), keeping the port.
+redis_halt() {
+    local st="$DIR/redis" pid
+    [[ -f "$st/port" ]] || die "redis was not started here"
+    touch "$st/halted"
+    pid="$(cat "$st/redis.pid" 2>/dev/null || true)"
+    if [[ -n "$pid" ]] && alive "$pid"; then
+        kill -KILL "$pid" 2>/dev/null || true
+        wait_gone "$pid" 10 || die "redis (pid $pid) survived SIGKILL"
+    fi
+    log "redis stopped (kill); port 127.0.0.1:$(cat "$st/port") kept"
+}
+
+redis_restart() {
+    local st="$DIR/redis" pid
+    redis_running || die "redis is not running here"
+    pid="$(cat "$st/redis.pid")"
+    redis-cli -h 127.0.0.1 -p "$(cat "$st/port")" shutdown nosave >/dev/null 2>&1 || true
+    wait_gone "$pid" 10 || terminate "$pid" 5
+    redis_launch
+    log "redis restarted on 127.0.0.1:$(cat "$st/port")"
 }
 
 redis_stop() {
@@ -340,7 +489,7 @@ rabbitmq_running() {
 }
 
 rabbitmq_start() {
-    local st="$DIR/rabbitmq" port pid
+    local st="$DIR/rabbitmq" port
     if rabbitmq_running; then
         port="$(cat "$st/port")"
         log "rabbitmq already running on 127.0.0.1:$port (reused)"
@@ -359,30 +508,73 @@ rabbitmq_start() {
         echo '[].' >"$st/advanced.config"
         # guest may log in over loopback only (RabbitMQ's default), which is all we use.
         printf 'listeners.tcp.default = 127.0.0.1:%s\n' "$port" >"$st/rabbitmq.conf"
-        # The background job is the rabbitmq-server script, parent of the Erlang
-        # VM (whose pid lands in rabbitmq.pid); setsid keeps both out of our
-        # session, so a Ctrl-C in the terminal reaches them only through `stop`.
-        rabbit_env setsid "$rabbit_sbin/rabbitmq-server" >"$st/server.log" 2>&1 </dev/null &
-        pid=$!
-        echo "$pid" >"$st/launcher.pid"
-        # await_startup waits for a node that has registered with epmd to finish
-        # booting, but fails at once while the VM is still coming up: poll.
-        local deadline=$((SECONDS + 120)) up=0
-        while ((SECONDS < deadline)) && alive "$pid"; do
-            if rabbit_env "$rabbit_sbin/rabbitmqctl" -q --timeout 60 await_startup >"$st/await.log" 2>&1; then
-                up=1
-                break
-            fi
-            sleep 1
-        done
-        if [[ "$up" != 1 ]] || ! rabbitmq_running; then
-            cat "$st/await.log" >&2
-            tail -n 30 "$st/server.log" >&2
-            die "rabbitmq did not start (log: $st/server.log)"
-        fi
+        rabbitmq_launch
         log "rabbitmq started on 127.0.0.1:$port"
     fi
     echo "export CLM_TEST_AMQP_URL=amqp://guest:guest@127.0.0.1:$port/%2f" >"$DIR/rabbitmq.env"
+}
+
+# Boots the node set up in $DIR/rabbitmq (its port, name and data) and waits until it runs.
+rabbitmq_launch() {
+    local st="$DIR/rabbitmq" pid
+    rm -f "$st/rabbitmq.pid"
+    # The background job is the rabbitmq-server script, parent of the Erlang
+    # VM (whose pid lands in rabbitmq.pid); setsid keeps both out of our
+    # session, so a Ctrl-C in the terminal reaches them only through `stop`.
+    rabbit_env setsid "$rabbit_sbin/rabbitmq-server" >>"$st/server.log" 2>&1 </dev/null &
+    pid=$!
+    echo "$pid" >"$st/launcher.pid"
+    # await_startup waits for a node that has registered with epmd to finish
+    # booting, but fails at once while the VM is still coming up: poll.
+    local deadline=$((SECONDS + 120)) up=0
+    while ((SECONDS < deadline)) && alive "$pid"; do
+        if rabbit_env "$rabbit_sbin/rabbitmqctl" -q --timeout 60 await_startup >"$st/await.log" 2>&1; then
+            up=1
+            break
+        fi
+        sleep 1
+    done
+    if [[ "$up" != 1 ]] || ! rabbitmq_running; then
+        cat "$st/await.log" >&2
+        tail -n 30 "$st/server.log" >&2
+        die "rabbitmq did not start (log: $st/server.log)"
+    fi
+}
+
+rabbitmq_resume() {
+    local st="$DIR/rabbitmq"
+    rabbitmq_running || rabbitmq_launch
+    rm -f "$st/halted"
+    log "rabbitmq started again on 127.0.0.1:$(cat "$st/port")"
+}
+
+# SIGKILL to the Erlang VM (what it confirmed is on disk: quorum queues sync before
+# confirming), keeping port, node name and data; its epmd keeps running.
+rabbitmq_halt() {
+    local st="$DIR/rabbitmq" pid launcher
+    [[ -f "$st/nodename" ]] || die "rabbitmq was not started here"
+    touch "$st/halted"
+    pid="$(cat "$st/rabbitmq.pid" 2>/dev/null || true)"
+    launcher="$(cat "$st/launcher.pid" 2>/dev/null || true)"
+    if [[ -n "$pid" ]] && alive "$pid"; then
+        kill -KILL "$pid" 2>/dev/null || true
+        wait_gone "$pid" 10 || die "rabbitmq (pid $pid) survived SIGKILL"
+    fi
+    terminate "$launcher" 5
+    log "rabbitmq stopped (kill); data and port 127.0.0.1:$(cat "$st/port") kept"
+}
+
+# A clean node stop (rabbitmqctl stop), then a boot on the same port, name and data.
+rabbitmq_restart() {
+    local st="$DIR/rabbitmq" pid launcher
+    rabbitmq_running || die "rabbitmq is not running here"
+    pid="$(cat "$st/rabbitmq.pid" 2>/dev/null || true)"
+    launcher="$(cat "$st/launcher.pid" 2>/dev/null || true)"
+    rabbit_env timeout 60 "$rabbit_sbin/rabbitmqctl" -q stop >/dev/null 2>&1 || true
+    terminate "$pid" 15
+    terminate "$launcher" 5
+    rabbitmq_launch
+    log "rabbitmq restarted on 127.0.0.1:$(cat "$st/port")"
 }
 
 rabbitmq_stop() {
@@ -423,20 +615,82 @@ write_env() {
     mv "$DIR/env.tmp" "$DIR/env"
 }
 
+# The one service named by $1, which must be known.
+one_service() {
+    [[ -n "${1:-}" ]] || die "which service? (known: $KNOWN_SERVICES)"
+    case " $KNOWN_SERVICES " in *" $1 "*) ;; *) die "unknown service '$1' (known: $KNOWN_SERVICES)" ;; esac
+    [[ -d "$DIR/$1" ]] || die "$1 was not started in $DIR (run: $0 start)"
+}
+
+# With CLM_TEST_SERVICES_OWNER_PID: a watcher (one per set) that stops the set once the owner
+# is gone. Its own session and no inherited descriptors, so a caller reading our output is
+# not kept waiting by it.
+start_watcher() {
+    local owner="${CLM_TEST_SERVICES_OWNER_PID:-}"
+    [[ -n "$owner" ]] || return 0
+    alive "$owner" || die "CLM_TEST_SERVICES_OWNER_PID=$owner is not a running process"
+    if alive "$(cat "$DIR/watcher.pid" 2>/dev/null)"; then return 0; fi
+    rm -f "$DIR/watcher.pid"
+    CLM_TEST_SERVICES_DIR="$DIR" setsid bash "${BASH_SOURCE[0]}" watch "$owner" \
+        </dev/null >>"$DIR/watcher.log" 2>&1 &
+    # The watcher writes its pid itself (setsid may fork); wait for it, briefly.
+    local i
+    for ((i = 0; i < 50; i++)); do
+        [[ -s "$DIR/watcher.pid" ]] && return 0
+        sleep 0.1
+    done
+    log "warning: the owner watcher did not start (log: $DIR/watcher.log)"
+}
+
+stop_watcher() {
+    local pid
+    pid="$(cat "$DIR/watcher.pid" 2>/dev/null || true)"
+    if [[ -n "$pid" && "$pid" != "$$" ]] && alive "$pid"; then
+        kill -TERM "$pid" 2>/dev/null || true
+        wait_gone "$pid" 5 || true
+    fi
+    rm -f "$DIR/watcher.pid" "$DIR/watcher.log"
+}
+
+stop_all() {
+    # Every service that has state here, whatever CLM_TEST_SERVICES says now.
+    if [[ -d "$DIR" ]]; then
+        stop_watcher
+        for s in $KNOWN_SERVICES; do "${s}_stop"; done
+        rm -f "$DIR/env" "$DIR/env.tmp" "$DIR/apt.log"
+        rmdir "$DIR" 2>/dev/null || true
+    fi
+    release_ports
+}
+
 cmd="${1:-}"
 case "$cmd" in
 start)
+    shift
+    if (($# > 0)); then SERVICES="$*"; fi
     check_services
     mkdir -p "$DIR"
-    for s in $SERVICES; do "${s}_start"; done
+    for s in $SERVICES; do
+        if [[ -f "$DIR/$s/halted" ]]; then "${s}_resume"; else "${s}_start"; fi
+    done
     write_env
+    start_watcher
     ;;
 stop)
-    # Every service that has state here, whatever CLM_TEST_SERVICES says now.
+    stop_all
+    ;;
+restart | kill)
+    one_service "${2:-}"
+    if [[ "$cmd" == kill ]]; then "${2}_halt"; else "${2}_restart"; fi
+    ;;
+watch)
+    # Internal (see start_watcher): waits for process $2 to end, then stops the set.
+    owner="${2:-}"
+    echo "$$" >"$DIR/watcher.pid"
+    while alive "$owner" && [[ -d "$DIR" ]]; do sleep 1; done
     if [[ -d "$DIR" ]]; then
-        for s in $KNOWN_SERVICES; do "${s}_stop"; done
-        rm -f "$DIR/env" "$DIR/apt.log"
-        rmdir "$DIR" 2>/dev/null || true
+        log "owner $owner of $DIR is gone; stopping its services"
+        stop_all  # stop_watcher leaves this process ($$) alone
     fi
     ;;
 env)
@@ -447,6 +701,8 @@ status)
     for s in $KNOWN_SERVICES; do
         if "${s}_running" 2>/dev/null; then
             echo "$s: running on 127.0.0.1:$(cat "$DIR/$s/port")"
+        elif [[ -f "$DIR/$s/halted" ]]; then
+            echo "$s: stopped by kill (port $(cat "$DIR/$s/port" 2>/dev/null) kept; start it again: $0 start $s)"
         elif [[ -d "$DIR/$s" ]]; then
             echo "$s: not running (stale state in $DIR/$s)"
         else
@@ -461,7 +717,7 @@ rabbitmqctl)
     rabbit_env "$rabbit_sbin/rabbitmqctl" -q "$@"
     ;;
 *)
-    echo "usage: $0 start|stop|env|status|rabbitmqctl ARGS   (services: CLM_TEST_SERVICES=\"$SERVICES\")" >&2
+    echo "usage: $0 start [SERVICE...]|stop|env|status|restart SERVICE|kill SERVICE|rabbitmqctl ARGS   (services: CLM_TEST_SERVICES=\"$SERVICES\")" >&2
     exit 2
     ;;
 esac

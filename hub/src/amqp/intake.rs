@@ -39,7 +39,7 @@ pub async fn run(
 ) {
     let mut backoff = Duration::from_millis(100);
     while !shutdown.is_cancelled() {
-        match consume(&shared, &url, prefetch, &broker, &shutdown).await {
+        match consume(&shared, &url, prefetch, &broker, &shutdown, &mut backoff).await {
             Ok(()) => break,
             Err(e) => {
                 broker.set_intake(false);
@@ -62,6 +62,7 @@ async fn consume(
     prefetch: u16,
     broker: &SharedBrokerState,
     shutdown: &CancellationToken,
+    backoff: &mut Duration,
 ) -> lapin::Result<()> {
     let conn = super::connect(url, &format!("clm-hub intake {}", shared.instance)).await?;
     let ch = conn.create_channel().await?;
@@ -80,6 +81,7 @@ async fn consume(
         )
         .await?;
     broker.set_intake(true);
+    *backoff = Duration::from_millis(100);
     info!(
         queue = COMMUNICATIONS_QUEUE,
         prefetch, "AMQP intake consuming"

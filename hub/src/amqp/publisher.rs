@@ -19,7 +19,7 @@ use tracing::{info, warn};
 
 use super::{EVENTS_EXCHANGE, SharedBrokerState};
 use crate::events::EventBus;
-use crate::store::Store;
+use crate::store::{OutboxLeader, Store};
 
 /// Events published per round trip.
 const BATCH: u32 = 1000;
@@ -38,8 +38,11 @@ impl Publisher {
     /// Publishes until `shutdown`, then drains what is left (as long as the broker answers).
     pub async fn run(self, shutdown: CancellationToken) {
         let mut backoff = Duration::from_millis(100);
+        // Leadership outlives broker sessions: a broker outage is no reason to let another
+        // instance take over (or to lose the lock's connection to the pool).
+        let mut leader: Option<OutboxLeader> = None;
         loop {
-            match self.session(&shutdown).await {
+            match self.session(&shutdown, &mut leader, &mut backoff).await {
                 Ok(()) => break,
                 Err(e) => {
                     self.broker.set_publisher(false);
@@ -60,17 +63,51 @@ impl Publisher {
         info!("event publisher stopped");
     }
 
-    async fn session(&self, shutdown: &CancellationToken) -> anyhow::Result<()> {
+    /// Waits after a store error (the store restarting is not a broker problem).
+    async fn store_pause(
+        &self,
+        e: &crate::store::StoreError,
+        delay: &mut Duration,
+        shutdown: &CancellationToken,
+    ) {
+        warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "event publisher cannot read the outbox; store unavailable?");
+        tokio::select! {
+            _ = tokio::time::sleep(*delay) => {}
+            _ = shutdown.cancelled() => {}
+        }
+        *delay = super::next_backoff(*delay);
+    }
+
+    async fn session(
+        &self,
+        shutdown: &CancellationToken,
+        leader: &mut Option<OutboxLeader>,
+        backoff: &mut Duration,
+    ) -> anyhow::Result<()> {
         let conn = super::connect(&self.url, &self.name).await?;
         let ch = conn.create_channel().await?;
         ch.confirm_select(ConfirmSelectOptions::default()).await?;
         super::declare_topology(&ch).await?;
         self.broker.set_publisher(true);
-        let mut leader = None;
+        *backoff = Duration::from_millis(100);
+        let mut store_delay = Duration::from_millis(100);
         loop {
+            // An idle publisher learns of a dead connection here, not at its next publish.
+            if !conn.status().connected() {
+                anyhow::bail!("the broker connection closed");
+            }
             let stopping = shutdown.is_cancelled();
             if leader.is_none() {
-                leader = self.store.try_outbox_leadership().await?;
+                match self.store.try_outbox_leadership().await {
+                    Ok(l) => *leader = l,
+                    Err(e) => {
+                        if stopping {
+                            return Ok(());
+                        }
+                        self.store_pause(&e, &mut store_delay, shutdown).await;
+                        continue;
+                    }
+                }
                 if leader.is_none() {
                     if stopping {
                         return Ok(());
@@ -87,10 +124,20 @@ impl Publisher {
                 && !l.still_held().await
             {
                 warn!("lost the outbox publishing lock; trying to take it again");
-                leader = None;
+                *leader = None;
                 continue;
             }
-            let rows = self.store.outbox_fetch(BATCH).await?;
+            let rows = match self.store.outbox_fetch(BATCH).await {
+                Ok(r) => r,
+                Err(e) => {
+                    if stopping {
+                        return Ok(());
+                    }
+                    self.store_pause(&e, &mut store_delay, shutdown).await;
+                    continue;
+                }
+            };
+            store_delay = Duration::from_millis(100);
             if rows.is_empty() {
                 if stopping {
                     let _ = conn.close(200, "hub shutting down".into()).await;
@@ -126,7 +173,13 @@ impl Publisher {
                 }
             }
             let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
-            self.store.outbox_delete(&seqs).await?;
+            // Confirmed but not deleted (store down): they go out again later; at-least-once.
+            while let Err(e) = self.store.outbox_delete(&seqs).await {
+                if shutdown.is_cancelled() {
+                    return Ok(());
+                }
+                self.store_pause(&e, &mut store_delay, shutdown).await;
+            }
             self.published
                 .fetch_add(seqs.len() as u64, Ordering::Relaxed);
             for r in rows {

@@ -175,7 +175,9 @@ pub struct OutboxRow {
 /// one process owns the file anyway.
 pub enum OutboxLeader {
     Sole,
-    Postgres(sqlx::pool::PoolConnection<sqlx::Postgres>),
+    /// Detached from the pool: dropping it closes the session, which releases the lock (a
+    /// pooled connection would go back to the pool still holding it).
+    Postgres(sqlx::PgConnection),
 }
 
 /// Advisory lock key of the outbox publisher ("clm-outbox").
@@ -186,9 +188,7 @@ impl OutboxLeader {
     pub async fn still_held(&mut self) -> bool {
         match self {
             OutboxLeader::Sole => true,
-            OutboxLeader::Postgres(conn) => {
-                sqlx::query("SELECT 1").execute(&mut **conn).await.is_ok()
-            }
+            OutboxLeader::Postgres(conn) => sqlx::query("SELECT 1").execute(conn).await.is_ok(),
         }
     }
 }
@@ -307,7 +307,7 @@ impl Store {
                     .bind(OUTBOX_LOCK_KEY)
                     .fetch_one(&mut *conn)
                     .await?;
-                Ok(got.then_some(OutboxLeader::Postgres(conn)))
+                Ok(got.then(|| OutboxLeader::Postgres(conn.detach())))
             }
         }
     }

@@ -1,7 +1,7 @@
 //! Faults on the production stack (PostgreSQL + RabbitMQ), with the real `clm-hub` binary as a
 //! child process: killed with SIGKILL mid-run and restarted; stopped with SIGTERM mid-run.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use clm_contracts::Status;

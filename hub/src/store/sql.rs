@@ -2,7 +2,9 @@
 //! [`backend!`]. Both dialects accept the same SQL here (`ON CONFLICT`, `RETURNING`,
 //! `UPDATE … FROM` a `VALUES` CTE, partial indexes); the one real difference, row locking for
 //! concurrent claimers, is the macro's `lock` parameter. Binds go through `QueryBuilder` so each
-//! backend gets its own placeholder syntax.
+//! backend gets its own placeholder syntax. Statements whose text depends on the batch size
+//! (multi-row `VALUES`, `IN` lists) are not prepared and cached (`persistent(false)`): each size
+//! would be another cached statement on every connection, and on the server.
 
 use std::collections::HashSet;
 
@@ -80,7 +82,7 @@ macro_rules! backend {
                     qb.push_values(chunk, |mut b, (key, payload)| {
                         b.push_bind(key.clone()).push_bind(payload.clone()).push_bind(now);
                     });
-                    qb.build().execute(&mut **tx).await?;
+                    qb.build().persistent(false).execute(&mut **tx).await?;
                 }
                 Ok(())
             }
@@ -125,7 +127,7 @@ macro_rules! backend {
                             .push_bind(now_ms);
                     });
                     qb.push(" ON CONFLICT (id) DO NOTHING RETURNING id");
-                    let rows: Vec<(String,)> = qb.build_query_as().fetch_all(&mut *tx).await?;
+                    let rows: Vec<(String,)> = qb.build_query_as().persistent(false).fetch_all(&mut *tx).await?;
                     let mut fresh: HashSet<String> = rows.into_iter().map(|r| r.0).collect();
                     for (i, it) in chunk.iter().enumerate() {
                         let c = &it.comm;
@@ -245,7 +247,7 @@ macro_rules! backend {
                             .push_bind(a.external_id.clone());
                     });
                     qb.push(" ON CONFLICT (communication_id, number) DO NOTHING");
-                    qb.build().execute(&mut *tx).await?;
+                    qb.build().persistent(false).execute(&mut *tx).await?;
                 }
                 let mut changed = Vec::with_capacity(items.len());
                 for chunk in items.chunks(CHUNK) {
@@ -270,7 +272,7 @@ macro_rules! backend {
                     .push_bind(now_ms)
                     .push(" FROM v WHERE id = v.vid AND status = 'sending' AND claimed_by = v.vclaim")
                     .push(" RETURNING id");
-                    let rows: Vec<(String,)> = qb.build_query_as().fetch_all(&mut *tx).await?;
+                    let rows: Vec<(String,)> = qb.build_query_as().persistent(false).fetch_all(&mut *tx).await?;
                     for (id,) in rows {
                         changed.push(parse_uuid(&id)?);
                     }
@@ -338,7 +340,7 @@ macro_rules! backend {
                     }
                     qb.push(") ORDER BY r.received_at");
                     let rows: Vec<(String, i64, String, bool, Option<String>)> =
-                        qb.build_query_as().fetch_all(&mut **tx).await?;
+                        qb.build_query_as().persistent(false).fetch_all(&mut **tx).await?;
                     for f in chunk {
                         let id = f.id.to_string();
                         let mine: Vec<_> = rows.iter().filter(|r| r.0 == id).collect();
@@ -382,7 +384,7 @@ macro_rules! backend {
                         .push_bind(now_ms)
                         .push(" FROM v WHERE id = v.vid AND status = 'sending' AND claimed_by = v.vclaim")
                         .push(" RETURNING id");
-                    let rows: Vec<(String,)> = qb.build_query_as().fetch_all(&mut *tx).await?;
+                    let rows: Vec<(String,)> = qb.build_query_as().persistent(false).fetch_all(&mut *tx).await?;
                     let set: HashSet<String> = rows.into_iter().map(|r| r.0).collect();
                     for (c, reason) in chunk {
                         if set.contains(&c.comm.id.to_string()) {
@@ -797,7 +799,7 @@ macro_rules! backend {
                         }
                     }
                     qb.push(")");
-                    qb.build().execute(w).await?;
+                    qb.build().persistent(false).execute(w).await?;
                 }
                 Ok(())
             }

@@ -22,7 +22,7 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 10001 clm \
     && useradd --system --uid 10001 --gid clm --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin clm
-ENV RUST_LOG=info
+ENV CLM_LOG=info
 
 FROM runtime AS mocks
 COPY --from=builder /out/clm-mocks /usr/local/bin/clm-mocks
@@ -33,6 +33,9 @@ CMD ["clm-mocks", "--listen", "0.0.0.0:9100"]
 # Last, so that a plain `docker build .` gives the hub.
 FROM runtime AS hub
 COPY --from=builder /out/clm-hub /usr/local/bin/clm-hub
+# mimalloc without transparent huge pages: the same throughput at some 40 MB less resident
+# memory (see the README's performance section).
+ENV MIMALLOC_ALLOW_THP=0
 USER clm:clm
 EXPOSE 8080
 CMD ["clm-hub", "--config", "/etc/clm/hub.toml"]

@@ -53,6 +53,10 @@ delivery_reports = false
         )?;
         let log = std::fs::File::create(dir.path().join("hub.log"))?;
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_clm-hub"));
+        // As the hub runs in its container (Dockerfile), unless the caller says otherwise.
+        if std::env::var_os("MIMALLOC_ALLOW_THP").is_none() {
+            cmd.env("MIMALLOC_ALLOW_THP", "0");
+        }
         cmd.arg("--config")
             .arg(&config)
             .current_dir(dir.path())

@@ -104,6 +104,39 @@ impl Drop for InFlight {
     }
 }
 
+/// What became of a claimed communication after [`check`].
+enum Settled {
+    Send(Box<Claimed>),
+    /// Finished or given back; on to the next.
+    Done,
+    /// The channel is paused: this one and the rest of the claim went back.
+    Stop,
+}
+
+async fn settle(
+    shared: &Shared,
+    ch: &Channel,
+    c: Claimed,
+    queue: &mut std::vec::IntoIter<Claimed>,
+) -> Settled {
+    match check(shared, ch, &c, Utc::now()) {
+        Verdict::Send => Settled::Send(Box::new(c)),
+        Verdict::Finish(f) => {
+            shared.finisher.submit(*f).await;
+            Settled::Done
+        }
+        Verdict::GiveBack(due, why) => {
+            give_back(shared, vec![c], due, why).await;
+            Settled::Done
+        }
+        Verdict::Paused => {
+            let rest: Vec<Claimed> = std::iter::once(c).chain(queue.by_ref()).collect();
+            give_back(shared, rest, Utc::now(), "channel paused").await;
+            Settled::Stop
+        }
+    }
+}
+
 pub async fn dispatch_batch(
     shared: &Arc<Shared>,
     ch: &Arc<Channel>,
@@ -112,22 +145,11 @@ pub async fn dispatch_batch(
 ) {
     let mut queue = claimed.into_iter();
     while let Some(c) = queue.next() {
-        match check(shared, ch, &c, Utc::now()) {
-            Verdict::Send => {}
-            Verdict::Finish(f) => {
-                shared.finisher.submit(*f).await;
-                continue;
-            }
-            Verdict::GiveBack(due, why) => {
-                give_back(shared, vec![c], due, why).await;
-                continue;
-            }
-            Verdict::Paused => {
-                let rest: Vec<Claimed> = std::iter::once(c).chain(queue).collect();
-                give_back(shared, rest, Utc::now(), "channel paused").await;
-                return;
-            }
-        }
+        let c = match settle(shared, ch, c, &mut queue).await {
+            Settled::Send(c) => *c,
+            Settled::Done => continue,
+            Settled::Stop => return,
+        };
         // 3. rate limit
         tokio::select! {
             _ = ch.limiter.until_ready() => {}
@@ -156,22 +178,11 @@ pub async fn dispatch_batch(
             }
         };
         // The waits may have outlasted an expiry, a cancel, a pause or the window: look again.
-        match check(shared, ch, &c, Utc::now()) {
-            Verdict::Send => {}
-            Verdict::Finish(f) => {
-                shared.finisher.submit(*f).await;
-                continue;
-            }
-            Verdict::GiveBack(due, why) => {
-                give_back(shared, vec![c], due, why).await;
-                continue;
-            }
-            Verdict::Paused => {
-                let rest: Vec<Claimed> = std::iter::once(c).chain(queue).collect();
-                give_back(shared, rest, Utc::now(), "channel paused").await;
-                return;
-            }
-        }
+        let c = match settle(shared, ch, c, &mut queue).await {
+            Settled::Send(c) => *c,
+            Settled::Done => continue,
+            Settled::Stop => return,
+        };
         // 6. circuit breaker
         let probe = match ch.breaker.admit(Instant::now()) {
             Admit::Yes => false,

@@ -6,8 +6,6 @@ use std::time::Duration;
 
 use clm_contracts::Status;
 use clm_mocks::{DlrConfig, Faults, SmsMock};
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::{BasicProperties, Connection, ConnectionProperties};
 use serde_json::Value;
 
 use crate::harness::*;
@@ -113,35 +111,6 @@ fn free_port() -> u16 {
         .port()
 }
 
-async fn publish(amqp: &str, items: &[Value]) {
-    let conn = Connection::connect(amqp, ConnectionProperties::default())
-        .await
-        .unwrap();
-    let ch = conn.create_channel().await.unwrap();
-    clm_hub::amqp::declare_topology(&ch).await.unwrap();
-    ch.confirm_select(ConfirmSelectOptions::default())
-        .await
-        .unwrap();
-    let mut confirms = Vec::new();
-    for v in items {
-        confirms.push(
-            ch.basic_publish(
-                clm_hub::amqp::COMMUNICATIONS_EXCHANGE.into(),
-                "sms".into(),
-                BasicPublishOptions::default(),
-                &serde_json::to_vec(v).unwrap(),
-                BasicProperties::default().with_delivery_mode(2),
-            )
-            .await
-            .unwrap(),
-        );
-    }
-    for c in confirms {
-        c.await.unwrap();
-    }
-    let _ = conn.close(200, "done".into()).await;
-}
-
 async fn counts(store: &clm_hub::store::Store, campaign: &str) -> Vec<(Status, u64)> {
     store.count_by_status(Some(campaign)).await.unwrap()
 }
@@ -171,7 +140,7 @@ async fn a_hub_killed_mid_run_loses_nothing_and_resends_at_most_what_was_in_flig
         .map(|i| sms_json("killed", &format!("m{i}")))
         .collect();
     let first = HubProcess::start(&config, &dir.path().join("hub1.log"));
-    publish(&amqp, &items).await;
+    publish_communications(&amqp, &items).await;
     // Let it get well into the run, then kill it without warning.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while mock.accepted_count() < 300 {
@@ -241,7 +210,7 @@ async fn sigterm_finishes_in_flight_sends_and_strands_no_claim() {
         .map(|i| sms_json("termed", &format!("m{i}")))
         .collect();
     let hub = HubProcess::start(&config, &dir.path().join("hub.log"));
-    publish(&amqp, &items).await;
+    publish_communications(&amqp, &items).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while mock.stats().total < 20 {
         assert!(

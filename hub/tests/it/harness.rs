@@ -230,3 +230,38 @@ pub fn amqp_vhost() -> String {
     let (prefix, _) = base.rsplit_once('/').unwrap();
     format!("{prefix}/{name}")
 }
+
+/// Publishes communications to `clm.communications` (routing key = their channel), with
+/// publisher confirms, declaring the hub's topology first.
+pub async fn publish_communications(amqp: &str, items: &[Value]) {
+    use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+    let conn = lapin::Connection::connect(amqp, lapin::ConnectionProperties::default())
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    clm_hub::amqp::declare_topology(&ch).await.unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let mut confirms = Vec::with_capacity(items.len());
+    for v in items {
+        let key = v["channel"].as_str().unwrap_or("sms");
+        confirms.push(
+            ch.basic_publish(
+                clm_hub::amqp::COMMUNICATIONS_EXCHANGE.into(),
+                key.into(),
+                BasicPublishOptions::default(),
+                &serde_json::to_vec(v).unwrap(),
+                lapin::BasicProperties::default()
+                    .with_content_type("application/json".into())
+                    .with_delivery_mode(2),
+            )
+            .await
+            .unwrap(),
+        );
+    }
+    for c in confirms {
+        assert!(matches!(c.await.unwrap(), lapin::Confirmation::Ack(_)));
+    }
+    let _ = conn.close(200, "published".into()).await;
+}

@@ -4,8 +4,6 @@ use std::time::Duration;
 
 use clm_contracts::{ChannelId, Status};
 use clm_mocks::{DlrConfig, SmsMock};
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::{BasicProperties, Connection, ConnectionProperties};
 use serde_json::Value;
 
 use crate::harness::*;
@@ -16,34 +14,6 @@ fn redis_url() -> String {
             "CLM_TEST_REDIS_URL is not set: run the suite with scripts/test.sh, which starts Redis"
         )
     })
-}
-
-async fn publish(amqp: &str, items: &[Value]) {
-    let conn = Connection::connect(amqp, ConnectionProperties::default())
-        .await
-        .unwrap();
-    let ch = conn.create_channel().await.unwrap();
-    clm_hub::amqp::declare_topology(&ch).await.unwrap();
-    ch.confirm_select(ConfirmSelectOptions::default())
-        .await
-        .unwrap();
-    let mut confirms = Vec::new();
-    for v in items {
-        confirms.push(
-            ch.basic_publish(
-                clm_hub::amqp::COMMUNICATIONS_EXCHANGE.into(),
-                "sms".into(),
-                BasicPublishOptions::default(),
-                &serde_json::to_vec(v).unwrap(),
-                BasicProperties::default().with_delivery_mode(2),
-            )
-            .await
-            .unwrap(),
-        );
-    }
-    for c in confirms {
-        c.await.unwrap();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -74,7 +44,7 @@ async fn three_instances_share_the_work_and_one_redis_rate_limit() {
     let items: Vec<Value> = (0..n)
         .map(|i| sms_json("three", &format!("m{i}")))
         .collect();
-    publish(&amqp, &items).await;
+    publish_communications(&amqp, &items).await;
 
     // Measure over 10 s once sending is under way.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);

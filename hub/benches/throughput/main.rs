@@ -5,7 +5,8 @@
 //! cargo bench -p clm-hub --bench throughput -- --n 50000
 //! cargo bench -p clm-hub --bench throughput -- --backlog 1000000 # also: memory while a million wait
 //! cargo bench -p clm-hub --bench throughput -- --stack production --n 50000  # PostgreSQL + RabbitMQ
-//! cargo bench -p clm-hub --bench throughput -- --stack all       # both, one mock, one ceiling A
+//! cargo bench -p clm-hub --bench throughput -- --stack ratelimit # rate held by 1 and 3 hubs
+//! cargo bench -p clm-hub --bench throughput -- --stack all       # all three, one mock, one ceiling A
 //! ```
 //!
 //! Embedded stack (`--stack embedded`, the default):
@@ -24,6 +25,10 @@
 //! vhost; ceiling A as above, ceiling B (RabbitMQ publish → consume alone), then the hub binary
 //! on both: AMQP publish → `status.sms.sent` seen on `clm.events`.
 //!
+//! Rate-limit phase (`--stack ratelimit`), see [`ratelimit`]: PostgreSQL, RabbitMQ and Redis from
+//! the script; 1, then 3 hub processes sharing one Redis limit of `--rate R` on the SMS channel,
+//! saturated over AMQP; the rate at the mock over `--window W` s → error against R in %.
+//!
 //! Figures only, no assertions on timing: a Markdown table to paste into the README, the command
 //! that reproduces it, and where the CPU went (hub, this process, the rest of the machine; the
 //! hub's busiest threads), read from `/proc`. `CLM_HUB__…` variables in the environment reach
@@ -39,6 +44,7 @@ mod embedded;
 mod hub;
 mod procfs;
 mod production;
+mod ratelimit;
 mod services;
 
 use anyhow::{Context, bail};
@@ -54,20 +60,26 @@ const RECIPIENT: &str = "+79001234567";
 
 const USAGE: &str =
     "usage: cargo bench -p clm-hub --bench throughput -- [--stack S] [--n N] [--backlog N] [--keep]
+                                                   [--rate R] [--window W]
 
   --stack S     embedded (default): the hub on SQLite, HTTP intake
                 production: the hub on PostgreSQL + RabbitMQ (scripts/test-services.sh),
                   AMQP publish → status event on clm.events, beside RabbitMQ alone
-                all: both, in one run
+                ratelimit: 1 and 3 hubs sharing one Redis rate limit (PostgreSQL + RabbitMQ +
+                  Redis), the rate measured at the mock against the configured one
+                all: all three, in one run
   --n N         communications (and raw requests) per throughput run (default 100000)
   --backlog N   embedded: also post N communications to a hub sending at 1/s and report its
                 memory before and after intake (default 0 = skip; try --backlog 1000000)
-  --keep        production: keep the benchmark's database and vhost (default: dropped)";
+  --keep        production: keep the benchmark's database and vhost (default: dropped)
+  --rate R      ratelimit: the SMS channel's configured rate, per second (default 1000)
+  --window W    ratelimit: seconds measured, after a 1 s warm-up (default 10)";
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Stack {
     Embedded,
     Production,
+    Ratelimit,
     All,
 }
 
@@ -76,6 +88,8 @@ struct Opts {
     backlog: u64,
     stack: Stack,
     keep: bool,
+    rate: u64,
+    window: u64,
 }
 
 impl Opts {
@@ -85,6 +99,13 @@ impl Opts {
     fn production(&self) -> bool {
         matches!(self.stack, Stack::Production | Stack::All)
     }
+    fn ratelimit(&self) -> bool {
+        matches!(self.stack, Stack::Ratelimit | Stack::All)
+    }
+    /// Ceiling A is a reference for the throughput phases only.
+    fn ceiling(&self) -> bool {
+        self.embedded() || self.production()
+    }
 }
 
 fn parse_args(args: &[String]) -> anyhow::Result<Opts> {
@@ -93,6 +114,8 @@ fn parse_args(args: &[String]) -> anyhow::Result<Opts> {
         backlog: 0,
         stack: Stack::Embedded,
         keep: false,
+        rate: 1000,
+        window: 10,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -122,13 +145,16 @@ fn parse_args(args: &[String]) -> anyhow::Result<Opts> {
                 opts.stack = match text("--stack")?.as_str() {
                     "embedded" => Stack::Embedded,
                     "production" => Stack::Production,
+                    "ratelimit" => Stack::Ratelimit,
                     "all" => Stack::All,
                     other => bail!(
-                        "--stack: `{other}` is not one of embedded, production, all\n\n{USAGE}"
+                        "--stack: `{other}` is not one of embedded, production, ratelimit, all\n\n{USAGE}"
                     ),
                 }
             }
             "--keep" => opts.keep = true,
+            "--rate" => opts.rate = number("--rate", text("--rate")?)?,
+            "--window" => opts.window = number("--window", text("--window")?)?,
             "--help" | "-h" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -138,6 +164,9 @@ fn parse_args(args: &[String]) -> anyhow::Result<Opts> {
     }
     if opts.n == 0 {
         bail!("--n must be at least 1");
+    }
+    if opts.rate == 0 || opts.window == 0 {
+        bail!("--rate and --window must be at least 1");
     }
     Ok(opts)
 }
@@ -179,16 +208,23 @@ impl Steps {
 }
 
 async fn run(opts: Opts) -> anyhow::Result<()> {
-    let n = opts.n;
     let mut steps = Steps {
         at: 0,
-        // Ceiling A; embedded: hub, backlog; production: services, ceiling B, hub.
-        total: 1 + if opts.embedded() { 2 } else { 0 } + if opts.production() { 3 } else { 0 },
+        // Ceiling A; embedded: hub, backlog; services; production: ceiling B, hub; ratelimit:
+        // 1 and 3 instances.
+        total: usize::from(opts.ceiling())
+            + if opts.embedded() { 2 } else { 0 }
+            + usize::from(opts.production() || opts.ratelimit())
+            + if opts.production() { 2 } else { 0 }
+            + if opts.ratelimit() { 2 } else { 0 },
     };
     // Services first: a missing one should fail the run before minutes of measuring.
-    let services = if opts.production() {
+    let services = if opts.ratelimit() {
+        steps.next("services: PostgreSQL, RabbitMQ and Redis (scripts/test-services.sh start)…");
+        Some(services::Services::start("postgres rabbitmq redis")?)
+    } else if opts.production() {
         steps.next("services: PostgreSQL and RabbitMQ (scripts/test-services.sh start)…");
-        Some(services::Services::start()?)
+        Some(services::Services::start("postgres rabbitmq")?)
     } else {
         None
     };
@@ -199,25 +235,42 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
         ..Default::default()
     });
 
-    // Ceiling A: the mock driven directly.
-    steps.next(&format!(
-        "raw ceiling: {} Kannel GETs straight at the SMS mock, {CEILING_CONCURRENCY} concurrent…",
-        group(n)
-    ));
-    let ceiling = ceiling::ceiling(&mock, n).await?;
-    eprintln!(
-        "      {} req/s ({:.2} s, bench process CPU {:.2} s)",
-        group(ceiling.rate as u64),
-        ceiling.wall,
-        ceiling.cpu
-    );
+    let result = phases(&opts, services.as_ref(), &mock, &mut steps).await;
+    mock.shutdown().await;
+    result
+}
 
-    if opts.embedded() {
+async fn phases(
+    opts: &Opts,
+    services: Option<&services::Services>,
+    mock: &SmsMock,
+    steps: &mut Steps,
+) -> anyhow::Result<()> {
+    let n = opts.n;
+    // Ceiling A: the mock driven directly.
+    let ceiling = if opts.ceiling() {
+        steps.next(&format!(
+            "raw ceiling: {} Kannel GETs straight at the SMS mock, {CEILING_CONCURRENCY} concurrent…",
+            group(n)
+        ));
+        let ceiling = ceiling::ceiling(mock, n).await?;
+        eprintln!(
+            "      {} req/s ({:.2} s, bench process CPU {:.2} s)",
+            group(ceiling.rate as u64),
+            ceiling.wall,
+            ceiling.cpu
+        );
+        Some(ceiling)
+    } else {
+        None
+    };
+
+    if let (true, Some(ceiling)) = (opts.embedded(), &ceiling) {
         steps.next(&format!(
             "hub end to end: {} communications through the clm-hub binary (SQLite)…",
             group(n)
         ));
-        let e2e = embedded::hub_end_to_end(&mock, n).await?;
+        let e2e = embedded::hub_end_to_end(mock, n).await?;
         eprintln!(
             "      intake {} comm/s, sent {} comm/s",
             group(e2e.intake_rate() as u64),
@@ -228,20 +281,19 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
                 "backlog: {} communications to a hub sending at 1/s…",
                 group(opts.backlog)
             ));
-            Some(embedded::backlog(&mock, opts.backlog).await?)
+            Some(embedded::backlog(mock, opts.backlog).await?)
         } else {
             steps.next("backlog: skipped (--backlog 1000000 to run it)");
             None
         };
-        embedded::report(&opts, &ceiling, &e2e, backlog.as_ref());
+        embedded::report(opts, ceiling, &e2e, backlog.as_ref());
     }
 
-    if let Some(services) = &services {
-        let result = production::run(&opts, services, &mock, &ceiling, &mut steps).await;
-        mock.shutdown().await;
-        result?;
-    } else {
-        mock.shutdown().await;
+    if let (true, Some(services), Some(ceiling)) = (opts.production(), services, &ceiling) {
+        production::run(opts, services, mock, ceiling, steps).await?;
+    }
+    if let (true, Some(services)) = (opts.ratelimit(), services) {
+        ratelimit::run(opts, services, mock, steps).await?;
     }
     Ok(())
 }

@@ -1,5 +1,6 @@
-//! PostgreSQL and RabbitMQ from `scripts/test-services.sh`: started when not running (never
-//! stopped here: others use them), and a fresh database and vhost per run.
+//! PostgreSQL and RabbitMQ (and Redis for the rate-limit phase) from `scripts/test-services.sh`:
+//! started when not running (never stopped here: others use them), and a fresh database and vhost
+//! per run.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -16,11 +17,14 @@ pub struct Services {
     dir: PathBuf,
     pg_url: String,
     amqp_url: String,
+    /// Set when Redis was among the services started.
+    redis_url: Option<String>,
 }
 
 impl Services {
-    /// Starts what is not running yet (idempotent) and reads the URLs.
-    pub fn start() -> anyhow::Result<Services> {
+    /// Starts what is not running yet (idempotent) and reads the URLs; `list` is the script's
+    /// `CLM_TEST_SERVICES` (`"postgres rabbitmq"`, `"postgres rabbitmq redis"`).
+    pub fn start(list: &str) -> anyhow::Result<Services> {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"))
             .parent()
             .context("the workspace root")?
@@ -29,7 +33,7 @@ impl Services {
         let status = Command::new("bash")
             .arg(&script)
             .arg("start")
-            .env("CLM_TEST_SERVICES", "postgres rabbitmq")
+            .env("CLM_TEST_SERVICES", list)
             .stdin(Stdio::null())
             .status()
             .context("run scripts/test-services.sh start")?;
@@ -63,12 +67,21 @@ impl Services {
             dir,
             pg_url: var("CLM_TEST_PG_URL")?,
             amqp_url: var("CLM_TEST_AMQP_URL")?,
+            redis_url: if list.contains("redis") {
+                Some(var("CLM_TEST_REDIS_URL")?)
+            } else {
+                None
+            },
         };
         eprintln!(
             "      PostgreSQL {}, RabbitMQ {}",
             services.pg_url, services.amqp_url
         );
         Ok(services)
+    }
+
+    pub fn redis_url(&self) -> Option<&str> {
+        self.redis_url.as_deref()
     }
 
     fn rabbitmqctl(&self, args: &[&str]) -> anyhow::Result<()> {

@@ -9,10 +9,12 @@
 //! - [`events`]: status and response events published through the outbox.
 //! - [`api`]: request and answer bodies of the HTTP API.
 //! - [`sms`]: GSM 03.38 / UCS-2 encoding choice and segment counting.
+//! - [`channels`]: wire contracts of the HTTP JSON channels `wink`, `elk` and `eissd`.
 //! - [`schema`]: the JSON Schemas generated into `contracts/schema/`.
 
 pub mod api;
 pub mod channel;
+pub mod channels;
 pub mod communication;
 pub mod events;
 pub mod lifecycle;

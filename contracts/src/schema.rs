@@ -7,6 +7,7 @@ use schemars::{JsonSchema, schema_for};
 use crate::api::{
     CancelResponse, ChannelsResponse, CommunicationView, ErrorBody, SubmitBatch, SubmitResponse,
 };
+use crate::channels::{ErrorBody as ChannelErrorBody, eissd, elk, wink};
 use crate::{Communication, Event};
 
 /// `(file name, pretty JSON)` for every published schema.
@@ -25,6 +26,16 @@ pub fn all() -> Vec<(&'static str, String)> {
         one::<ChannelsResponse>("channels-response.schema.json"),
         one::<ErrorBody>("error.schema.json"),
         one::<Event>("event.schema.json"),
+        one::<ChannelErrorBody>("channel-error.schema.json"),
+        one::<wink::SendRequest>("wink-send-request.schema.json"),
+        one::<wink::SendResponse>("wink-send-response.schema.json"),
+        one::<wink::Webhook>("wink-webhook.schema.json"),
+        one::<elk::SendRequest>("elk-send-request.schema.json"),
+        one::<elk::SendResponse>("elk-send-response.schema.json"),
+        one::<elk::Webhook>("elk-webhook.schema.json"),
+        one::<eissd::SendRequest>("eissd-send-request.schema.json"),
+        one::<eissd::SendResponse>("eissd-send-response.schema.json"),
+        one::<eissd::ResponseRow>("eissd-response-row.schema.json"),
     ]
 }
 

@@ -8,11 +8,11 @@ use clm_contracts::{ChannelId, Status};
 use clm_mocks::SmsMock;
 use futures_util::StreamExt;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions,
-    QueueBindOptions, QueueDeclareOptions,
+    BasicAckOptions, BasicConsumeOptions, ConfirmSelectOptions, QueueBindOptions,
+    QueueDeclareOptions,
 };
 use lapin::types::FieldTable;
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use lapin::{Channel, Connection, ConnectionProperties};
 use serde_json::{Value, json};
 
 use crate::harness::*;
@@ -61,28 +61,6 @@ async fn tap(ch: &Channel, exchange: &str, key: &str) -> lapin::Consumer {
     .unwrap()
 }
 
-async fn publish_all(ch: &Channel, bodies: &[(String, Vec<u8>)]) {
-    let mut confirms = Vec::with_capacity(bodies.len());
-    for (key, body) in bodies {
-        confirms.push(
-            ch.basic_publish(
-                clm_hub::amqp::COMMUNICATIONS_EXCHANGE.into(),
-                key.as_str().into(),
-                BasicPublishOptions::default(),
-                body,
-                BasicProperties::default()
-                    .with_content_type("application/json".into())
-                    .with_delivery_mode(2),
-            )
-            .await
-            .unwrap(),
-        );
-    }
-    for c in confirms {
-        assert!(matches!(c.await.unwrap(), lapin::Confirmation::Ack(_)));
-    }
-}
-
 async fn amqp_hub(mock: &SmsMock, vhost: &str) -> TestHub {
     let dir = tempfile::tempdir().unwrap();
     let pg = pg_database().await;
@@ -120,7 +98,7 @@ async fn ten_thousand_published_communications_end_delivered_with_every_event_on
         .iter()
         .map(|v| ("sms".to_owned(), serde_json::to_vec(v).unwrap()))
         .collect();
-    publish_all(&ch, &bodies).await;
+    publish_raw(&ch, &bodies).await;
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
     loop {
@@ -228,7 +206,7 @@ async fn invalid_messages_land_on_the_reject_queue_with_their_reasons() {
         ("wink".to_owned(), serde_json::to_vec(&wrong_key).unwrap()),
         ("sms".to_owned(), serde_json::to_vec(&good).unwrap()),
     ];
-    publish_all(&ch, &bodies).await;
+    publish_raw(&ch, &bodies).await;
 
     let mut reasons = Vec::new();
     for _ in 0..4 {

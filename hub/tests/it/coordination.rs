@@ -2,7 +2,7 @@
 //! each "instance" is its own connection, each test its own key prefix. Outage tests run their
 //! own redis-server on a free port and never touch the shared one.
 
-use std::net::TcpListener;
+use crate::harness::free_port;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -65,14 +65,6 @@ fn assert_near(what: &str, got: f64, want: f64, tolerance: f64) {
         "{what}: got {got}, want {want} ± {:.0}%",
         tolerance * 100.0
     );
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A redis-server of this test's own, which it may stop and start again.

@@ -103,14 +103,6 @@ url = "{url}"
     path
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 async fn counts(store: &clm_hub::store::Store, campaign: &str) -> Vec<(Status, u64)> {
     store.count_by_status(Some(campaign)).await.unwrap()
 }

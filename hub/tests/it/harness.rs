@@ -231,27 +231,17 @@ pub fn amqp_vhost() -> String {
     format!("{prefix}/{name}")
 }
 
-/// Publishes communications to `clm.communications` (routing key = their channel), with
-/// publisher confirms, declaring the hub's topology first.
-pub async fn publish_communications(amqp: &str, items: &[Value]) {
-    use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-    let conn = lapin::Connection::connect(amqp, lapin::ConnectionProperties::default())
-        .await
-        .unwrap();
-    let ch = conn.create_channel().await.unwrap();
-    clm_hub::amqp::declare_topology(&ch).await.unwrap();
-    ch.confirm_select(ConfirmSelectOptions::default())
-        .await
-        .unwrap();
-    let mut confirms = Vec::with_capacity(items.len());
-    for v in items {
-        let key = v["channel"].as_str().unwrap_or("sms");
+/// Publishes raw bodies to `clm.communications` under their routing keys on a channel in confirm
+/// mode, and waits until the broker confirmed every one.
+pub async fn publish_raw(ch: &lapin::Channel, bodies: &[(String, Vec<u8>)]) {
+    let mut confirms = Vec::with_capacity(bodies.len());
+    for (key, body) in bodies {
         confirms.push(
             ch.basic_publish(
                 clm_hub::amqp::COMMUNICATIONS_EXCHANGE.into(),
-                key.into(),
-                BasicPublishOptions::default(),
-                &serde_json::to_vec(v).unwrap(),
+                key.as_str().into(),
+                lapin::options::BasicPublishOptions::default(),
+                body,
                 lapin::BasicProperties::default()
                     .with_content_type("application/json".into())
                     .with_delivery_mode(2),
@@ -263,5 +253,35 @@ pub async fn publish_communications(amqp: &str, items: &[Value]) {
     for c in confirms {
         assert!(matches!(c.await.unwrap(), lapin::Confirmation::Ack(_)));
     }
+}
+
+/// Publishes communications to `clm.communications` (routing key = their channel), with
+/// publisher confirms, declaring the hub's topology first.
+pub async fn publish_communications(amqp: &str, items: &[Value]) {
+    let conn = lapin::Connection::connect(amqp, lapin::ConnectionProperties::default())
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    clm_hub::amqp::declare_topology(&ch).await.unwrap();
+    ch.confirm_select(lapin::options::ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let bodies: Vec<(String, Vec<u8>)> = items
+        .iter()
+        .map(|v| {
+            let key = v["channel"].as_str().unwrap_or("sms").to_owned();
+            (key, serde_json::to_vec(v).unwrap())
+        })
+        .collect();
+    publish_raw(&ch, &bodies).await;
     let _ = conn.close(200, "published".into()).await;
+}
+
+/// A loopback port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }

@@ -293,14 +293,6 @@ fn warnings(log: &str) -> Vec<&str> {
         .collect()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 struct Stack<'a> {
     pg: &'a str,
     amqp: &'a str,

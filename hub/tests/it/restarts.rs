@@ -762,8 +762,12 @@ async fn postgres_restarted_mid_run_loses_nothing_and_sends_at_most_the_in_fligh
     let dupes = assert_outcome(&rows, n, &mock, DUPLICATE_BOUND);
     let drained = await_outbox_drained(&store, &pg, &hub).await;
     let log = hub.stop_cleanly();
+    // The hub sees the restart either in its own warnings (a statement failed) or, when every
+    // connection was idle at that moment, in sqlx's pool replacing the connections the server
+    // terminated (logged at info): both are the hub's connections being cut.
     assert!(
-        warnings(&log).iter().any(|l| l.contains("database")),
+        warnings(&log).iter().any(|l| l.contains("database"))
+            || log.contains("terminating connection due to administrator command"),
         "the hub never saw the database go (restarted too late?):\n{log}"
     );
     eprintln!(

@@ -142,6 +142,16 @@ impl Communication {
                     return Err(invalid("content", "e-mail needs text, html or template_id"));
                 }
             }
+            ChannelId::Wink | ChannelId::Elk => {
+                required("content.subject", &self.content.subject, self.channel)?;
+                required("content.text", &self.content.text, self.channel)?;
+                if self.channel == ChannelId::Elk {
+                    elk_surfaces(self)?;
+                }
+            }
+            ChannelId::Eissd => {
+                required("content.offer_code", &self.content.offer_code, self.channel)?;
+            }
             _ => {
                 if self.content.text.is_none()
                     && self.content.template_id.is_none()
@@ -153,6 +163,48 @@ impl Communication {
         }
         Ok(())
     }
+}
+
+/// The attribute naming the ELK surfaces: `web`, `mobile` or `web,mobile` (both when absent).
+pub const ELK_SURFACES_ATTRIBUTE: &str = "surfaces";
+
+/// The surfaces an ELK communication asks for (attribute [`ELK_SURFACES_ATTRIBUTE`]); both when
+/// the attribute is absent.
+pub fn elk_surfaces(
+    comm: &Communication,
+) -> Result<Vec<crate::channels::elk::Surface>, ValidationError> {
+    use crate::channels::elk::Surface;
+    let Some(list) = comm.attributes.get(ELK_SURFACES_ATTRIBUTE) else {
+        return Ok(vec![Surface::Web, Surface::Mobile]);
+    };
+    let mut out = Vec::new();
+    for item in list.split(',').map(str::trim) {
+        let s = match item {
+            "web" => Surface::Web,
+            "mobile" => Surface::Mobile,
+            other => {
+                return Err(invalid(
+                    "attributes.surfaces",
+                    format!("`{other}` is not a surface (web, mobile)"),
+                ));
+            }
+        };
+        if !out.contains(&s) {
+            out.push(s);
+        }
+    }
+    Ok(out)
+}
+
+fn required(
+    field: &'static str,
+    value: &Option<String>,
+    channel: ChannelId,
+) -> Result<(), ValidationError> {
+    if value.as_deref().is_none_or(|v| v.trim().is_empty()) {
+        return Err(invalid(field, format!("is required for {channel}")));
+    }
+    Ok(())
 }
 
 fn non_blank_id(field: &'static str, value: &str) -> Result<(), ValidationError> {
@@ -254,5 +306,34 @@ mod tests {
         assert!(is_msisdn("79001234567"));
         assert!(!is_msisdn("+7900"));
         assert!(!is_msisdn("+7900123456a"));
+    }
+
+    #[test]
+    fn http_channels_need_their_fields() {
+        let mut c = sms();
+        c.channel = ChannelId::Wink;
+        c.recipient = "acc-1".into();
+        c.content.subject = None;
+        assert_eq!(c.validate().unwrap_err().field, "content.subject");
+        c.content.subject = Some("Скидка".into());
+        assert!(c.validate().is_ok());
+
+        c.channel = ChannelId::Elk;
+        c.attributes
+            .insert(ELK_SURFACES_ATTRIBUTE.into(), "web, tv".into());
+        assert_eq!(c.validate().unwrap_err().field, "attributes.surfaces");
+        c.attributes
+            .insert(ELK_SURFACES_ATTRIBUTE.into(), "mobile,mobile".into());
+        assert_eq!(
+            elk_surfaces(&c).unwrap(),
+            vec![crate::channels::elk::Surface::Mobile]
+        );
+        c.attributes.clear();
+        assert_eq!(elk_surfaces(&c).unwrap().len(), 2);
+
+        c.channel = ChannelId::Eissd;
+        assert_eq!(c.validate().unwrap_err().field, "content.offer_code");
+        c.content.offer_code = Some("OFF-1".into());
+        assert!(c.validate().is_ok());
     }
 }

@@ -33,6 +33,24 @@ CREATE TABLE eissd_responses (
 CREATE INDEX eissd_responses_created_at_idx ON eissd_responses (created_at, response_id);
 ";
 
+/// The same table in SQLite, the DWH of the embedded default (the EISSD mock writes it, the hub
+/// polls it). `created_at` is text in the one format [`SQLITE_TIME_FORMAT`] (UTC, fixed width), so
+/// text order is time order.
+pub const DDL_SQLITE: &str = "\
+CREATE TABLE IF NOT EXISTS eissd_responses (
+    response_id TEXT NOT NULL PRIMARY KEY,
+    message_id  TEXT NOT NULL,
+    eissd_id    TEXT,
+    kind        TEXT NOT NULL
+        CHECK (kind IN ('accepted', 'declined', 'interested', 'opted_out')),
+    created_at  TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+);
+CREATE INDEX IF NOT EXISTS eissd_responses_created_at_idx ON eissd_responses (created_at, response_id);
+";
+
+/// `created_at` in the SQLite table: `2025-06-01T10:00:00.123Z` (chrono format string).
+pub const SQLITE_TIME_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.3fZ";
+
 /// One offer for one customer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

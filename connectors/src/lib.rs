@@ -6,11 +6,15 @@
 //!   (`Retry-After`, status codes, transport errors).
 //! - [`sms`]: the SMS gateway connector (Kannel `sendsms` and JSON dialects) and delivery-report
 //!   parsing.
+//! - [`json_http`]: the HTTP(S) JSON channels `wink`, `elk` and `eissd` (request mapping, TLS with
+//!   a private CA and client certificates, answer classification), Wink / ELK webhook parsing and
+//!   EISSD's DWH rows as reports.
 //!
 //! Connectors are the open set of the hub, so a trait object: the hub builds one per enabled
 //! channel from its config and wraps it in the channel's policy stack. Policy (timeouts, rate,
 //! retries) is not a connector's business; classification is.
 
+pub mod json_http;
 pub mod outcome;
 pub mod sms;
 

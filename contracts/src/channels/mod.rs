@@ -12,9 +12,10 @@
 //! - Request and response (webhook, DWH row) bodies are strict (`deny_unknown_fields`): a misspelt
 //!   field fails instead of being silently dropped. Answers from the channel are read tolerantly, so
 //!   a channel adding a field does not break sending.
-//! - A send is answered 2xx with the channel's answer body (sent); 429 or 503, with `Retry-After`,
-//!   mean "retry later" and slow the whole channel down; any other 4xx means refused (failed, no
-//!   retry); other 5xx are retried with backoff. Non-2xx answers carry an [`ErrorBody`].
+//! - A send is answered 2xx with the channel's answer body (sent); 429 (with `Retry-After`) means
+//!   "retry later" and slows the whole channel down; 503, 408, 401/403 and other 5xx are retried
+//!   with backoff (after `Retry-After` when given); any other 4xx means refused (failed, no retry).
+//!   Non-2xx answers carry an [`ErrorBody`].
 
 pub mod eissd;
 pub mod elk;

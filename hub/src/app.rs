@@ -8,16 +8,17 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clm_connectors::Connector;
+use clm_connectors::json_http::{Auth, Endpoint, JsonHttpConnector, TlsFiles};
 use clm_connectors::sms::{Dialect, SmsConfig, SmsConnector};
 use clm_contracts::ChannelId;
-use clm_mocks::SmsMock;
+use clm_mocks::{ChannelMock, ChannelMockConfig, ResponsesConfig, SmsMock};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::config::{Config, SmsDialect};
+use crate::config::{AuthConfig, Config, SmsDialect};
 use crate::dispatcher::{self, Channel, Finisher};
 use crate::events::{self, EventBus};
 use crate::state::Shared;
@@ -26,6 +27,21 @@ use crate::store::Store;
 /// The bundled mocks a sandboxed hub runs in-process.
 pub struct Sandbox {
     pub sms: SmsMock,
+    /// One mock per enabled HTTP JSON channel (wink, elk, eissd).
+    pub channels: BTreeMap<ChannelId, ChannelMock>,
+}
+
+impl Sandbox {
+    pub fn mock(&self, channel: ChannelId) -> Option<&ChannelMock> {
+        self.channels.get(&channel)
+    }
+
+    async fn shutdown(self) {
+        self.sms.shutdown().await;
+        for (_, m) in self.channels {
+            m.shutdown().await;
+        }
+    }
 }
 
 /// A running hub.
@@ -47,7 +63,7 @@ impl Hub {
         self.shutdown.cancel();
         let _ = self.task.await;
         if let Some(s) = self.sandbox {
-            s.sms.shutdown().await;
+            s.shutdown().await;
         }
     }
 
@@ -104,14 +120,111 @@ fn sms_connector(
         }),
         dlr_url: reports.then(|| format!("{}/ingest/sms", public_url.trim_end_matches('/'))),
         dlr_token: ch.ingest.token.clone(),
-        // Below the attempt timeout, so an unreachable gateway is a connect error (retry), not
-        // an attempt timeout (unknown).
-        connect_timeout: Duration::from_millis((ch.policy.timeout_ms / 2).clamp(1, 5_000)),
+        connect_timeout: connect_timeout(ch.policy.timeout_ms),
         pool_size: ch.policy.concurrency as usize,
     };
     Ok(Arc::new(
         SmsConnector::new(cfg).context("building the SMS HTTP client")?,
     ))
+}
+
+fn json_http_connector(
+    config: &Config,
+    id: ChannelId,
+    sandbox: Option<&ChannelMock>,
+) -> anyhow::Result<Arc<dyn Connector>> {
+    let ch = config.channel(id);
+    let endpoint = match (sandbox, &ch.endpoint) {
+        (Some(mock), _) => Endpoint {
+            base_url: mock.base_url(),
+            auth: Auth::None,
+            tls: TlsFiles::default(),
+            connect_timeout: connect_timeout(ch.policy.timeout_ms),
+            pool_size: ch.policy.concurrency as usize,
+        },
+        (None, Some(e)) => Endpoint {
+            base_url: e.url.clone(),
+            auth: match &e.auth {
+                None => Auth::None,
+                Some(AuthConfig::Bearer { token }) => Auth::Bearer {
+                    token: token.clone(),
+                },
+                Some(AuthConfig::Basic { username, password }) => Auth::Basic {
+                    username: username.clone(),
+                    password: password.clone(),
+                },
+                Some(AuthConfig::ApiKey { header, value }) => Auth::ApiKey {
+                    header: header.clone(),
+                    value: value.clone(),
+                },
+            },
+            tls: TlsFiles {
+                ca_file: e.ca_file.clone(),
+                client_cert_file: e.client_cert_file.clone(),
+                client_key_file: e.client_key_file.clone(),
+            },
+            connect_timeout: connect_timeout(ch.policy.timeout_ms),
+            pool_size: ch.policy.concurrency as usize,
+        },
+        (None, None) => anyhow::bail!("channels.{id}.endpoint is required"),
+    };
+    let connector =
+        JsonHttpConnector::new(id, endpoint).with_context(|| format!("channels.{id}.endpoint"))?;
+    Ok(Arc::new(connector))
+}
+
+/// Below the attempt timeout, so an unreachable channel is a connect error (retry), not an
+/// attempt timeout (unknown).
+fn connect_timeout(attempt_timeout_ms: u64) -> Duration {
+    Duration::from_millis((attempt_timeout_ms / 2).clamp(1, 5_000))
+}
+
+/// Where EISSD's responses are read from: the configured source, or in sandbox mode the SQLite
+/// file the bundled EISSD mock writes.
+pub fn eissd_source_url(config: &Config) -> Option<String> {
+    if config.sandbox {
+        return Some(format!(
+            "sqlite://{}",
+            config.data_dir.join("eissd-dwh.db").display()
+        ));
+    }
+    config
+        .channel(ChannelId::Eissd)
+        .responses
+        .as_ref()
+        .and_then(|r| r.source.clone())
+}
+
+async fn start_sandbox(config: &Config, public_url: &str) -> anyhow::Result<Sandbox> {
+    let sms = SmsMock::start(([127, 0, 0, 1], 0).into())
+        .await
+        .context("starting the bundled SMS mock")?;
+    let mut channels = BTreeMap::new();
+    for id in [ChannelId::Wink, ChannelId::Elk, ChannelId::Eissd] {
+        let ch = config.channel(id);
+        if !ch.is_enabled() {
+            continue;
+        }
+        let responses = ResponsesConfig {
+            webhook_url: (id != ChannelId::Eissd)
+                .then(|| format!("{}/ingest/{id}", public_url.trim_end_matches('/'))),
+            token: ch.ingest.token.clone(),
+            hmac_secret: ch.ingest.hmac_secret.clone(),
+            ..ResponsesConfig::typical(id)
+        };
+        let mock_config = ChannelMockConfig {
+            responses,
+            dwh_url: (id == ChannelId::Eissd)
+                .then(|| eissd_source_url(config))
+                .flatten(),
+            ..ChannelMockConfig::default()
+        };
+        let mock = ChannelMock::start(id, ([127, 0, 0, 1], 0).into(), mock_config)
+            .await
+            .with_context(|| format!("starting the bundled {id} mock"))?;
+        channels.insert(id, mock);
+    }
+    Ok(Sandbox { sms, channels })
 }
 
 /// Starts a hub on `listener` and returns once it serves.
@@ -134,10 +247,7 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Hub>
         })?;
 
     let sandbox = if config.sandbox {
-        let sms = SmsMock::start(([127, 0, 0, 1], 0).into())
-            .await
-            .context("starting the bundled SMS mock")?;
-        Some(Sandbox { sms })
+        Some(start_sandbox(&config, &public_url).await?)
     } else {
         None
     };
@@ -154,12 +264,15 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Hub>
     let mut channels = BTreeMap::new();
     for id in ChannelId::ALL {
         let cfg = config.channel(id);
-        if !cfg.enabled {
+        if !cfg.is_enabled() {
             continue;
         }
         let connector = match id {
             ChannelId::Sms => {
                 sms_connector(&config, &public_url, sandbox.as_ref().map(|s| &s.sms))?
+            }
+            ChannelId::Wink | ChannelId::Elk | ChannelId::Eissd => {
+                json_http_connector(&config, id, sandbox.as_ref().and_then(|s| s.mock(id)))?
             }
             other => {
                 anyhow::bail!("channels.{other}.enabled: no connector for {other} in this build")
@@ -177,6 +290,19 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Hub>
             Arc::new(Channel::new(id, cfg.policy.clone(), connector, limiter)),
         );
     }
+    // Opened (lazily: an unreachable DWH is retried by the poller) before any task starts, so a
+    // bad source fails start-up with nothing left running.
+    let dwh_source = match eissd_source_url(&config) {
+        Some(url) if channels.contains_key(&ChannelId::Eissd) => {
+            Some(crate::dwh::Source::open(&url).with_context(|| {
+                format!(
+                    "channels.eissd.responses.source: cannot use {}",
+                    redact_url(&url)
+                )
+            })?)
+        }
+        _ => None,
+    };
     for id in store.paused_channels().await? {
         if let Some(ch) = channels.get(&id) {
             ch.set_paused(true);
@@ -247,6 +373,20 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Hub>
         (publisher, None)
     };
     let housekeeping = tokio::spawn(housekeeping(Arc::clone(&shared), shutdown.clone()));
+    let dwh_poller = dwh_source.map(|source| {
+        let cfg = shared
+            .config
+            .channel(ChannelId::Eissd)
+            .responses
+            .clone()
+            .unwrap_or_default();
+        tokio::spawn(crate::dwh::run(
+            Arc::clone(&shared),
+            source,
+            cfg,
+            shutdown.clone(),
+        ))
+    });
 
     let app = crate::api::router(Arc::clone(&shared));
     let server_stop = shutdown.clone();
@@ -269,6 +409,11 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Hub>
             let _ = d.await;
         }
         let _ = housekeeping.await;
+        if let Some(p) = dwh_poller
+            && let Err(e) = p.await
+        {
+            warn!(error = %e, "the EISSD response poller ended abnormally");
+        }
         // Every send has submitted its outcome: write them, then publish what they announced.
         finisher_stop.cancel();
         let _ = finisher_task.await;
@@ -414,12 +559,25 @@ fn print_banner(hub: &Hub) {
             s.sms.addr(),
             s.sms.control_url()
         );
+        for (id, m) in &s.channels {
+            println!(
+                "             {id:<5} mock at {} (control: {})",
+                m.base_url(),
+                m.control_url()
+            );
+        }
     }
     let id = uuid::Uuid::new_v4();
     println!(
         "\nSend an SMS:\n  curl -s{header} -H 'Content-Type: application/json' {base}/v1/communications -d '{{\"id\":\"{id}\",\"campaign_id\":\"demo\",\"customer_id\":\"c-1\",\"channel\":\"sms\",\"recipient\":\"+79001234567\",\"content\":{{\"text\":\"Привет! Ваш бонус ждёт вас\"}}}}'"
     );
     println!("Then see what happened to it:\n  curl -s{header} {base}/v1/communications/{id}\n");
+    if hub.shared.channels.contains_key(&ChannelId::Wink) {
+        let id = uuid::Uuid::new_v4();
+        println!(
+            "Or a Wink notification (the mock answers with delivered, shown, clicked):\n  curl -s{header} -H 'Content-Type: application/json' {base}/v1/communications -d '{{\"id\":\"{id}\",\"campaign_id\":\"demo\",\"customer_id\":\"c-1\",\"channel\":\"wink\",\"recipient\":\"wink-account-1\",\"content\":{{\"subject\":\"Новый сезон\",\"text\":\"Смотрите сегодня\"}}}}'\n"
+        );
+    }
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 
 use clm_contracts::ChannelId;
 use figment::Figment;
@@ -94,11 +95,102 @@ pub struct DispatcherConfig {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ChannelConfig {
-    pub enabled: bool,
+    /// Unset means: on in sandbox mode (every channel with a connector talks to its bundled
+    /// mock), and for `sms`; off otherwise. [`Config::load`] fills it in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
     pub policy: PolicyConfig,
     pub ingest: IngestAuthConfig,
     /// SMS gateway (only for `channels.sms`).
     pub gateway: Option<SmsGatewayConfig>,
+    /// HTTPS endpoint of an HTTP JSON channel (`wink`, `elk`, `eissd`).
+    pub endpoint: Option<EndpointConfig>,
+    /// Where EISSD's responses are read from (only for `channels.eissd`).
+    pub responses: Option<DwhConfig>,
+}
+
+/// The channels this build can send on.
+pub const WITH_CONNECTOR: [ChannelId; 4] = [
+    ChannelId::Sms,
+    ChannelId::Wink,
+    ChannelId::Elk,
+    ChannelId::Eissd,
+];
+
+/// An HTTP JSON channel's endpoint: base URL (the contract's path is appended), auth and TLS.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointConfig {
+    /// Base URL, e.g. `https://wink.example/api`; `/v1/notifications` (wink), `/v1/messages`
+    /// (elk) or `/v1/offers` (eissd) is appended.
+    pub url: String,
+    #[serde(default)]
+    pub auth: Option<AuthConfig>,
+    /// PEM file of CA certificates trusted for this endpoint (besides the public roots).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate (chain) for mutual TLS; with `client_key_file`.
+    #[serde(default)]
+    pub client_cert_file: Option<PathBuf>,
+    /// PEM private key of `client_cert_file`.
+    #[serde(default)]
+    pub client_key_file: Option<PathBuf>,
+}
+
+/// How the hub authenticates to a channel: `{ kind = "bearer", token = "…" }`,
+/// `{ kind = "basic", username = "…", password = "…" }` or
+/// `{ kind = "api_key", header = "X-Api-Key", value = "…" }`.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum AuthConfig {
+    Bearer { token: String },
+    Basic { username: String, password: String },
+    ApiKey { header: String, value: String },
+}
+
+impl std::fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Secrets never reach a log line.
+        match self {
+            AuthConfig::Bearer { .. } => f.write_str("Bearer(***)"),
+            AuthConfig::Basic { username, .. } => write!(f, "Basic({username}:***)"),
+            AuthConfig::ApiKey { header, .. } => write!(f, "ApiKey({header}: ***)"),
+        }
+    }
+}
+
+/// The DWH table EISSD writes its responses to, polled incrementally.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DwhConfig {
+    /// `postgres://…` (Greenplum or PostgreSQL) or `sqlite://PATH`. Sandbox mode always reads
+    /// `<data_dir>/eissd-dwh.db`, the file the bundled EISSD mock writes (a source here is refused).
+    pub source: Option<String>,
+    /// Pause between polls when the last one found nothing new.
+    pub poll_ms: u64,
+    /// Rows read per query.
+    pub batch: u32,
+    /// How long after its `created_at` a row may still become visible (the writer's transaction
+    /// commits late). Rows younger than this are read again on the next poll (and recognised);
+    /// the persisted watermark only moves past rows older than it.
+    pub settle_ms: u64,
+    /// How far behind the watermark the periodic rescan reads again (0: no rescan).
+    pub lookback_ms: u64,
+    /// How often the rescan runs (0: never). Rows it finds were late: recorded and counted.
+    pub rescan_ms: u64,
+}
+
+impl Default for DwhConfig {
+    fn default() -> Self {
+        DwhConfig {
+            source: None,
+            poll_ms: 1_000,
+            batch: 500,
+            settle_ms: 30_000,
+            lookback_ms: 900_000,
+            rescan_ms: 300_000,
+        }
+    }
 }
 
 /// The one request-policy block every channel has.
@@ -271,12 +363,16 @@ impl Default for DispatcherConfig {
 }
 
 impl ChannelConfig {
-    /// The built-in default of a channel: SMS is enabled (it has a connector); others are not yet.
+    /// The built-in default of a channel: SMS is enabled; the others follow `sandbox`.
     pub fn default_for(channel: ChannelId) -> Self {
         ChannelConfig {
-            enabled: channel == ChannelId::Sms,
+            enabled: (channel == ChannelId::Sms).then_some(true),
             ..ChannelConfig::default()
         }
+    }
+
+    pub fn is_enabled(&self) -> bool {
+        self.enabled == Some(true)
     }
 }
 
@@ -368,12 +464,18 @@ impl Config {
         Ok(config)
     }
 
-    /// Channels named in the file get SMS's enablement default only when they are SMS.
+    /// Every channel gets an entry; an unset `enabled` is on for SMS, and in sandbox mode for
+    /// every channel with a connector (each gets its bundled mock).
     fn fill_channel_defaults(&mut self) {
         for id in ChannelId::ALL {
-            self.channels
+            let ch = self
+                .channels
                 .entry(id)
                 .or_insert_with(|| ChannelConfig::default_for(id));
+            if ch.enabled.is_none() {
+                ch.enabled =
+                    Some(id == ChannelId::Sms || (self.sandbox && WITH_CONNECTOR.contains(&id)));
+            }
         }
     }
 
@@ -518,23 +620,65 @@ impl Config {
         if let Some(g) = &ch.gateway {
             validate_sms_gateway(g, ch, &key)?;
         }
-        if !ch.enabled {
-            return Ok(());
-        }
-        if id != ChannelId::Sms {
+        let http_json = matches!(id, ChannelId::Wink | ChannelId::Elk | ChannelId::Eissd);
+        if ch.endpoint.is_some() && !http_json {
             return Err(invalid(
-                key("enabled"),
-                "this build has a connector for sms only; the other channels come in later releases",
+                key("endpoint"),
+                "only channels.wink, channels.elk and channels.eissd have an endpoint",
             ));
         }
-        if !self.sandbox && ch.gateway.is_none() {
+        if let Some(e) = &ch.endpoint {
+            validate_endpoint(e, &key)?;
+        }
+        if ch.responses.is_some() && id != ChannelId::Eissd {
             return Err(invalid(
-                key("gateway"),
-                "the channel is enabled but not configured (and sandbox = false)",
+                key("responses"),
+                "only channels.eissd reads its responses from a table",
+            ));
+        }
+        if let Some(r) = &ch.responses {
+            validate_dwh(r, &key)?;
+            if self.sandbox && r.source.is_some() {
+                return Err(invalid(
+                    key("responses.source"),
+                    "is not used in sandbox mode (the bundled EISSD mock writes <data_dir>/eissd-dwh.db); set sandbox = false to read a real DWH",
+                ));
+            }
+        }
+        if !ch.is_enabled() {
+            return Ok(());
+        }
+        if !WITH_CONNECTOR.contains(&id) {
+            return Err(invalid(
+                key("enabled"),
+                format!("this build has no connector for {id} yet"),
+            ));
+        }
+        let (what, configured) = if id == ChannelId::Sms {
+            ("gateway", ch.gateway.is_some())
+        } else {
+            ("endpoint", ch.endpoint.is_some())
+        };
+        if !self.sandbox && !configured {
+            return Err(invalid(
+                key(what),
+                "the channel is enabled but not configured (and sandbox = false); configure it or set enabled = false",
+            ));
+        }
+        if id == ChannelId::Eissd
+            && !self.sandbox
+            && ch.responses.as_ref().is_none_or(|r| r.source.is_none())
+        {
+            return Err(invalid(
+                key("responses.source"),
+                "is required: EISSD's responses come only from its DWH table",
             ));
         }
         let open = self.server.listen.ip().is_loopback();
-        if !open && ch.ingest.token.is_none() && ch.ingest.hmac_secret.is_none() {
+        // EISSD's responses come from its DWH table, not over /ingest.
+        let has_ingest_route = id != ChannelId::Eissd;
+        if has_ingest_route && !open && ch.ingest.token.is_none() && ch.ingest.hmac_secret.is_none()
+        {
             return Err(invalid(
                 key("ingest.token"),
                 "an ingest token or hmac_secret is required when server.listen is not a loopback address",
@@ -609,6 +753,114 @@ fn validate_sms_gateway(
     Ok(())
 }
 
+fn validate_endpoint(e: &EndpointConfig, key: &dyn Fn(&str) -> String) -> Result<(), ConfigError> {
+    if !(e.url.starts_with("http://") || e.url.starts_with("https://")) {
+        return Err(invalid(
+            key("endpoint.url"),
+            "must be an http:// or https:// URL",
+        ));
+    }
+    let tls_files = e.ca_file.is_some() || e.client_cert_file.is_some();
+    if e.url.starts_with("http://") && (tls_files || e.auth.is_some()) {
+        return Err(invalid(
+            key("endpoint.url"),
+            "is http://: the auth would travel in clear and the TLS files would go unused; use https://",
+        ));
+    }
+    if e.client_cert_file.is_some() != e.client_key_file.is_some() {
+        return Err(invalid(
+            key("endpoint.client_key_file"),
+            "client_cert_file and client_key_file go together",
+        ));
+    }
+    for (k, f) in [
+        ("endpoint.ca_file", &e.ca_file),
+        ("endpoint.client_cert_file", &e.client_cert_file),
+        ("endpoint.client_key_file", &e.client_key_file),
+    ] {
+        if let Some(path) = f
+            && !path.is_file()
+        {
+            return Err(invalid(
+                key(k),
+                format!("{} is not a readable file", path.display()),
+            ));
+        }
+    }
+    let empty = |v: &str| v.trim().is_empty();
+    match &e.auth {
+        Some(AuthConfig::Bearer { token }) if empty(token) => {
+            Err(invalid(key("endpoint.auth.token"), "must not be empty"))
+        }
+        Some(AuthConfig::Basic { username, .. }) if empty(username) => {
+            Err(invalid(key("endpoint.auth.username"), "must not be empty"))
+        }
+        Some(AuthConfig::ApiKey { header, value })
+            if axum::http::HeaderName::from_bytes(header.as_bytes()).is_err() || empty(value) =>
+        {
+            Err(invalid(
+                key("endpoint.auth"),
+                "api_key needs a valid header name and a non-empty value",
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn validate_dwh(r: &DwhConfig, key: &dyn Fn(&str) -> String) -> Result<(), ConfigError> {
+    if let Some(src) = &r.source
+        && !(src.starts_with("postgres://")
+            || src.starts_with("postgresql://")
+            || src.starts_with("sqlite:"))
+    {
+        return Err(invalid(
+            key("responses.source"),
+            "must be a postgres:// URL (Greenplum, PostgreSQL) or sqlite://PATH",
+        ));
+    }
+    if let Some(src) = &r.source
+        && src.starts_with("postgres")
+        && let Err(e) = sqlx::postgres::PgConnectOptions::from_str(src)
+    {
+        return Err(invalid(
+            key("responses.source"),
+            format!("is not a usable PostgreSQL URL: {e}"),
+        ));
+    }
+    const HOUR: u64 = 3_600_000;
+    if !(1..=HOUR).contains(&r.poll_ms) {
+        return Err(invalid(
+            key("responses.poll_ms"),
+            "must be between 1 and 3600000 (an hour)",
+        ));
+    }
+    if !(100..=HOUR).contains(&r.settle_ms) {
+        return Err(invalid(
+            key("responses.settle_ms"),
+            "must be between 100 and 3600000: rows whose writers commit later than this after created_at are only found by the rescan",
+        ));
+    }
+    if r.lookback_ms > 7 * 24 * HOUR || r.rescan_ms > 24 * HOUR {
+        return Err(invalid(
+            key("responses.lookback_ms"),
+            "lookback_ms is at most a week and rescan_ms at most a day",
+        ));
+    }
+    if r.lookback_ms != 0 && r.lookback_ms < r.settle_ms {
+        return Err(invalid(
+            key("responses.lookback_ms"),
+            "must be 0 (no rescan) or at least settle_ms",
+        ));
+    }
+    if r.batch == 0 || r.batch > 10_000 {
+        return Err(invalid(
+            key("responses.batch"),
+            "must be between 1 and 10000",
+        ));
+    }
+    Ok(())
+}
+
 /// `CLM_HUB__CHANNELS__SMS__POLICY__RATE=50` → `channels.sms.policy.rate = 50`.
 fn env_provider(vars: &[(String, String)], as_string: &[Vec<String>]) -> impl figment::Provider {
     // Figment's Env reads the process environment; we take a captured list instead so tests
@@ -678,9 +930,67 @@ mod tests {
     fn no_file_means_the_embedded_default_in_sandbox() {
         let c = Config::load(None, env(&[])).unwrap();
         assert!(c.sandbox);
-        assert!(c.channel(ChannelId::Sms).enabled);
-        assert!(!c.channel(ChannelId::Wink).enabled);
+        for id in super::WITH_CONNECTOR {
+            assert!(c.channel(id).is_enabled(), "{id}");
+        }
+        assert!(!c.channel(ChannelId::Email).is_enabled());
         assert!(c.store_url().starts_with("sqlite://"));
+        // Tuning a channel from the environment does not switch it off.
+        let c = Config::load(None, env(&[("CLM_HUB__CHANNELS__WINK__POLICY__RATE", "5")])).unwrap();
+        assert!(c.channel(ChannelId::Wink).is_enabled());
+    }
+
+    #[test]
+    fn http_channels_need_an_endpoint_and_eissd_a_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hub.toml");
+        let load = |text: &str| {
+            std::fs::write(&path, text).unwrap();
+            Config::load(Some(&path), env(&[])).map_err(|e| e.to_string())
+        };
+        let sms = "[channels.sms]\nenabled = false\n";
+        // A file without sandbox: unnamed channels stay off.
+        let c = load(sms).unwrap();
+        assert!(!c.channel(ChannelId::Wink).is_enabled());
+        let err = load(&format!("{sms}[channels.wink]\nenabled = true\n")).unwrap_err();
+        assert!(err.contains("channels.wink.endpoint"), "{err}");
+        let ok = load(&format!(
+            "{sms}[channels.wink]\nenabled = true\n[channels.wink.endpoint]\nurl = \"https://wink.example/api\"\nauth = {{ kind = \"bearer\", token = \"t\" }}\n"
+        ))
+        .unwrap();
+        let auth = ok
+            .channel(ChannelId::Wink)
+            .endpoint
+            .as_ref()
+            .unwrap()
+            .auth
+            .clone();
+        assert_eq!(format!("{auth:?}"), "Some(Bearer(***))");
+        let err = load(&format!(
+            "{sms}[channels.wink.endpoint]\nurl = \"https://w\"\nclient_cert_file = \"/nonexistent.pem\"\n"
+        ))
+        .unwrap_err();
+        assert!(
+            err.contains("channels.wink.endpoint.client_key_file"),
+            "{err}"
+        );
+        let err = load(&format!(
+            "{sms}[channels.elk.endpoint]\nurl = \"https://e\"\nca_file = \"/nonexistent.pem\"\n"
+        ))
+        .unwrap_err();
+        assert!(err.contains("channels.elk.endpoint.ca_file"), "{err}");
+        let err = load(&format!(
+            "{sms}[channels.eissd]\nenabled = true\n[channels.eissd.endpoint]\nurl = \"http://eissd\"\n"
+        ))
+        .unwrap_err();
+        assert!(err.contains("channels.eissd.responses.source"), "{err}");
+        let err = load(&format!(
+            "{sms}[channels.eissd.responses]\nsource = \"mysql://dwh\"\n"
+        ))
+        .unwrap_err();
+        assert!(err.contains("channels.eissd.responses.source"), "{err}");
+        let err = load(&format!("{sms}[channels.sms.responses]\nbatch = 5\n")).unwrap_err();
+        assert!(err.contains("channels.sms.responses"), "{err}");
     }
 
     #[test]
@@ -743,7 +1053,11 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(err.contains("channels.sms.ingest.token"), "{err}");
+        // The first enabled channel with a webhook route is named (all of them need one).
+        assert!(
+            err.contains("channels.") && err.contains(".ingest.token"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -754,10 +1068,16 @@ mod tests {
             env(&[
                 ("CLM_HUB__SERVER__API_TOKEN", "t0ken"),
                 ("CLM_HUB__CHANNELS__SMS__INGEST__TOKEN", "12345"),
+                ("CLM_HUB__CHANNELS__WINK__INGEST__TOKEN", "w"),
+                ("CLM_HUB__CHANNELS__ELK__INGEST__TOKEN", "e"),
             ]),
         )
         .unwrap();
         assert!(!c.sandbox);
+        for id in super::WITH_CONNECTOR {
+            assert!(c.channel(id).is_enabled(), "{id}");
+        }
+        assert!(c.channel(ChannelId::Eissd).responses.is_some());
         assert_eq!(c.server.api_token.as_deref(), Some("t0ken"));
         // A numeric-looking secret stays a string.
         assert_eq!(

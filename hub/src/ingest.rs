@@ -1,9 +1,11 @@
-//! Ingest: responses coming back from channels (`/ingest/{channel}`), authenticated, parsed by the
-//! channel's parser in `clm-connectors`, correlated, deduplicated and recorded through the store
-//! (group-committed), which advances the status and writes the events.
+//! Ingest: responses coming back from channels (`/ingest/{channel}`: SMS delivery reports, Wink and
+//! ELK webhooks), authenticated, parsed by the channel's parser in `clm-connectors` (strictly, against
+//! the contract), correlated, deduplicated and recorded through the store (group-committed), which
+//! advances the status and writes the events. Answers: 200 recorded or duplicate, 400 malformed,
+//! 401 unauthenticated, 404 unknown communication, 503 store unavailable (retry later).
 //!
-//! Authentication, per channel (`channels.<id>.ingest`): a shared token (`?token=` or header
-//! `X-CLM-Token`; Kannel's `dlr-url` can only carry a query token) or an HMAC-SHA256 signature
+//! Authentication, per channel (`channels.<id>.ingest`): a shared token (`?token=`, header
+//! `X-CLM-Token` or `Authorization: Bearer`; Kannel's `dlr-url` can only carry a query token) or an HMAC-SHA256 signature
 //! (`X-CLM-Signature: sha256=<hex>`) of the body, or of the raw query string for a GET. With
 //! neither configured the route is open, which start-up allows on loopback only.
 
@@ -74,10 +76,16 @@ fn authenticate(
         return Ok(());
     }
     if let Some(token) = &auth.token {
+        let bearer = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(|t| t.trim().to_owned());
         let given = headers
             .get("x-clm-token")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
+            .or(bearer)
             .or(token_param);
         if given.is_some_and(|g| same(g.as_bytes(), token.as_bytes())) {
             return Ok(());
@@ -114,7 +122,12 @@ pub async fn ingest(
             format!("no ingest route for `{channel}`"),
         );
     };
-    let Some(cfg) = shared.config.channels.get(&channel).filter(|c| c.enabled) else {
+    let Some(cfg) = shared
+        .config
+        .channels
+        .get(&channel)
+        .filter(|c| c.is_enabled())
+    else {
         return error(
             StatusCode::NOT_FOUND,
             format!("channel `{channel}` is not enabled on this hub"),
@@ -140,6 +153,12 @@ pub async fn ingest(
     }
     let parsed = match channel {
         ChannelId::Sms => parse_sms(&method, &query, &headers, &body),
+        ChannelId::Wink | ChannelId::Elk if method == Method::POST => {
+            clm_connectors::json_http::parse_webhook(channel, &body).map_err(|e| e.to_string())
+        }
+        ChannelId::Wink | ChannelId::Elk => {
+            Err(format!("{channel} webhooks are POSTed as JSON bodies"))
+        }
         other => Err(format!(
             "channel `{other}` has no response parser in this build"
         )),
@@ -262,6 +281,11 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("x-clm-token", "s3cret".parse().unwrap());
         assert!(authenticate(&a, &h, None, b"").is_ok());
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, "Bearer s3cret".parse().unwrap());
+        assert!(authenticate(&a, &h, None, b"").is_ok());
+        h.insert(header::AUTHORIZATION, "Bearer wrong".parse().unwrap());
+        assert!(authenticate(&a, &h, None, b"").is_err());
     }
 
     #[test]

@@ -14,6 +14,7 @@
 //!   writes outcomes back in batches.
 //! - [`policy`]: send windows, backoff, circuit breaker (the rate limit is governor's).
 //! - [`ingest`]: delivery reports and webhooks → correlated, deduplicated responses.
+//! - [`dwh`]: the EISSD poller, responses read incrementally from a DWH table (singleton).
 //! - [`events`]: outbox publisher (in-process bus on the embedded default).
 //! - [`metrics`]: counters and the Prometheus exposition.
 //!
@@ -27,6 +28,7 @@ pub mod batcher;
 pub mod config;
 pub mod coordination;
 pub mod dispatcher;
+pub mod dwh;
 pub mod events;
 pub mod ingest;
 pub mod intake;

@@ -19,6 +19,17 @@ pub struct Metrics {
     pub ingest_malformed: AtomicU64,
     pub ingest_unauthorized: AtomicU64,
     pub events_published: Arc<AtomicU64>,
+    /// The EISSD DWH poller ([`crate::dwh`]).
+    pub dwh_polls: AtomicU64,
+    pub dwh_recorded: AtomicU64,
+    pub dwh_duplicate: AtomicU64,
+    pub dwh_unknown: AtomicU64,
+    pub dwh_malformed: AtomicU64,
+    pub dwh_errors: AtomicU64,
+    /// Rows found by the rescan behind the watermark: they became visible after `settle_ms`.
+    pub dwh_late: AtomicU64,
+    /// How far behind now the persisted watermark is.
+    pub dwh_lag_ms: AtomicU64,
 }
 
 pub fn render(shared: &Shared, depth: &[(clm_contracts::ChannelId, ChannelDepth)]) -> String {
@@ -57,6 +68,39 @@ pub fn render(shared: &Shared, depth: &[(clm_contracts::ChannelId, ChannelDepth)
             ),
         ],
     );
+    if shared
+        .channels
+        .contains_key(&clm_contracts::ChannelId::Eissd)
+    {
+        counter(
+            "clm_dwh_rows_total",
+            "EISSD response rows read from the DWH table, by outcome.",
+            &[
+                ("{outcome=\"recorded\"}".into(), g(&m.dwh_recorded)),
+                ("{outcome=\"duplicate\"}".into(), g(&m.dwh_duplicate)),
+                (
+                    "{outcome=\"unknown_communication\"}".into(),
+                    g(&m.dwh_unknown),
+                ),
+                ("{outcome=\"malformed\"}".into(), g(&m.dwh_malformed)),
+            ],
+        );
+        counter(
+            "clm_dwh_polls_total",
+            "Polls of the EISSD DWH table.",
+            &[(String::new(), g(&m.dwh_polls))],
+        );
+        counter(
+            "clm_dwh_late_rows_total",
+            "EISSD rows found behind the watermark by the rescan (visible later than settle_ms).",
+            &[(String::new(), g(&m.dwh_late))],
+        );
+        counter(
+            "clm_dwh_errors_total",
+            "Failed polls of the EISSD DWH table (source or store unavailable).",
+            &[(String::new(), g(&m.dwh_errors))],
+        );
+    }
     counter(
         "clm_events_published_total",
         "Events handed on from the outbox.",
@@ -152,6 +196,16 @@ pub fn render(shared: &Shared, depth: &[(clm_contracts::ChannelId, ChannelDepth)
     );
     for (id, d) in depth {
         let _ = writeln!(s, "clm_queue_depth{{channel=\"{id}\"}} {}", d.pending);
+    }
+    if shared
+        .channels
+        .contains_key(&clm_contracts::ChannelId::Eissd)
+    {
+        let _ = writeln!(
+            s,
+            "# HELP clm_dwh_watermark_lag_ms How far the EISSD poller's persisted watermark is behind now.\n# TYPE clm_dwh_watermark_lag_ms gauge\nclm_dwh_watermark_lag_ms {}",
+            g(&m.dwh_lag_ms)
+        );
     }
     s
 }

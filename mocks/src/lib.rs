@@ -5,6 +5,10 @@
 //! # Layout
 //! - [`sms`]: the SMS gateway mock — Kannel `sendsms` and JSON dialects, delivery reports,
 //!   control API under `/control/sms/`.
+//! - [`channel`]: the HTTP JSON channels `wink`, `elk` and `eissd` — strict send requests, auth,
+//!   idempotent `message_id`, webhooks (signed, retried) or EISSD DWH rows, control API under
+//!   `/control/<channel>/`.
+//! - `faults`: [`Faults`], the same fault injection for every mock.
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
@@ -17,9 +21,12 @@
 //! # }
 //! ```
 
+pub mod channel;
+mod faults;
 pub mod sms;
 
-pub use sms::{
-    Credentials, Dialect, DlrConfig, DlrMethod, Faults, ReceivedSms, SmsMock, SmsMockConfig,
-    SmsStats, Throttle,
+pub use channel::{
+    ChannelMock, ChannelMockConfig, ChannelStats, ExpectedAuth, ReceivedRequest, ResponsesConfig,
 };
+pub use faults::{Faults, Throttle};
+pub use sms::{Credentials, Dialect, DlrConfig, DlrMethod, SmsMock, SmsMockConfig, SmsStats};

@@ -1,26 +1,58 @@
-//! `clm-mocks`: runs the bundled mock channels standalone, for QA and docker-compose.
+//! `clm-mocks`: runs the bundled mock channels standalone, for QA and docker-compose: the SMS
+//! gateway and the HTTP JSON channels wink, elk and eissd, all on one address.
 //!
 //! ```text
 //! clm-mocks [--listen 127.0.0.1:9100] [--sms-username U --sms-password P]
+//!           [--hub URL [--ingest-token T] [--ingest-hmac-secret S]] [--eissd-dwh URL]
+//!           [--auth-bearer TOKEN]
 //! ```
 //! `CLM_MOCKS_LISTEN` sets the address when `--listen` is not given.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
-use clm_mocks::{Credentials, SmsMock, SmsMockConfig};
+use clm_contracts::ChannelId;
+use clm_contracts::channels::{elk, wink};
+use clm_mocks::{
+    ChannelMock, ChannelMockConfig, Credentials, ExpectedAuth, ResponsesConfig, SmsMock,
+    SmsMockConfig,
+};
+use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:9100";
+/// The eissd mock's DWH when `--hub` is given without `--eissd-dwh`: the file the hub's sandbox
+/// reads by default (`<data_dir>/eissd-dwh.db`, `data_dir` = `data`).
+const DEFAULT_EISSD_DWH: &str = "sqlite://./data/eissd-dwh.db";
 const USAGE: &str = "usage: clm-mocks [--listen ADDR] [--sms-username U --sms-password P]
-  --listen ADDR        address to serve on (default 127.0.0.1:9100, env CLM_MOCKS_LISTEN)
-  --sms-username U     Kannel username the SMS mock requires (with --sms-password)
-  --sms-password P     Kannel password the SMS mock requires";
+                 [--hub URL [--ingest-token T] [--ingest-hmac-secret S]] [--eissd-dwh URL]
+                 [--auth-bearer TOKEN]
+  --listen ADDR              address to serve every mock on (default 127.0.0.1:9100,
+                             env CLM_MOCKS_LISTEN)
+  --sms-username U           Kannel username the SMS mock requires (with --sms-password)
+  --sms-password P           Kannel password the SMS mock requires
+  --hub URL                  base URL of the hub: wink and elk send their typical webhooks to
+                             URL/ingest/wink and URL/ingest/elk, and eissd writes its typical
+                             responses to the DWH (default sqlite://./data/eissd-dwh.db)
+  --ingest-token T           webhooks carry X-CLM-Token: T (needs --hub)
+  --ingest-hmac-secret S     webhooks carry X-CLM-Signature: sha256=<HMAC-SHA256 of the body>
+                             (needs --hub)
+  --eissd-dwh URL            sqlite://PATH or postgres://... for eissd's response rows
+                             (enables eissd's typical responses, with or without --hub)
+  --auth-bearer TOKEN        wink, elk and eissd require Authorization: Bearer TOKEN";
 
 #[derive(Debug, PartialEq)]
 struct Args {
     listen: SocketAddr,
     sms_credentials: Option<Credentials>,
+    /// Without a trailing `/`.
+    hub: Option<String>,
+    ingest_token: Option<String>,
+    ingest_hmac_secret: Option<String>,
+    /// Given, or the default when `--hub` is given.
+    eissd_dwh: Option<String>,
+    auth_bearer: Option<String>,
 }
 
 /// `Ok(None)` when help was asked for.
@@ -30,12 +62,19 @@ fn parse_args(
 ) -> anyhow::Result<Option<Args>> {
     let mut listen = env_listen;
     let (mut username, mut password) = (None, None);
+    let (mut hub, mut ingest_token, mut ingest_hmac_secret) = (None, None, None);
+    let (mut eissd_dwh, mut auth_bearer) = (None, None);
     while let Some(arg) = args.next() {
         let mut value = |name: &str| args.next().with_context(|| format!("{name} needs a value"));
         match arg.as_str() {
             "--listen" => listen = Some(value("--listen")?),
             "--sms-username" => username = Some(value("--sms-username")?),
             "--sms-password" => password = Some(value("--sms-password")?),
+            "--hub" => hub = Some(value("--hub")?),
+            "--ingest-token" => ingest_token = Some(value("--ingest-token")?),
+            "--ingest-hmac-secret" => ingest_hmac_secret = Some(value("--ingest-hmac-secret")?),
+            "--eissd-dwh" => eissd_dwh = Some(value("--eissd-dwh")?),
+            "--auth-bearer" => auth_bearer = Some(value("--auth-bearer")?),
             "-h" | "--help" => return Ok(None),
             other => bail!("unknown argument {other}\n{USAGE}"),
         }
@@ -49,10 +88,107 @@ fn parse_args(
         (None, None) => None,
         _ => bail!("--sms-username and --sms-password go together"),
     };
+    let hub = match hub {
+        Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
+            Some(url.trim_end_matches('/').to_owned())
+        }
+        Some(url) => bail!("--hub: {url} is not an http:// or https:// URL"),
+        None => None,
+    };
+    if hub.is_none() && (ingest_token.is_some() || ingest_hmac_secret.is_some()) {
+        bail!("--ingest-token and --ingest-hmac-secret need --hub");
+    }
+    if let Some(url) = &eissd_dwh
+        && !["sqlite:", "postgres://", "postgresql://"]
+            .iter()
+            .any(|scheme| url.starts_with(scheme))
+    {
+        bail!("--eissd-dwh: expected sqlite://PATH or postgres://..., got {url}");
+    }
+    if auth_bearer.as_deref().is_some_and(str::is_empty) {
+        bail!("--auth-bearer needs a non-empty token");
+    }
+    let eissd_dwh = eissd_dwh.or_else(|| hub.as_ref().map(|_| DEFAULT_EISSD_DWH.to_owned()));
     Ok(Some(Args {
         listen,
         sms_credentials,
+        hub,
+        ingest_token,
+        ingest_hmac_secret,
+        eissd_dwh,
+        auth_bearer,
     }))
+}
+
+/// The settings of the wink, elk and eissd mocks.
+fn channel_configs(args: &Args) -> Vec<(ChannelId, ChannelMockConfig)> {
+    let auth = args.auth_bearer.clone().map(ExpectedAuth::Bearer);
+    let webhooks = |channel: ChannelId, ingest_path: &str| match &args.hub {
+        Some(hub) => ResponsesConfig {
+            webhook_url: Some(format!("{hub}{ingest_path}")),
+            token: args.ingest_token.clone(),
+            hmac_secret: args.ingest_hmac_secret.clone(),
+            ..ResponsesConfig::typical(channel)
+        },
+        None => ResponsesConfig::default(),
+    };
+    let eissd_responses = match &args.eissd_dwh {
+        Some(_) => ResponsesConfig::typical(ChannelId::Eissd),
+        None => ResponsesConfig::default(),
+    };
+    vec![
+        (
+            ChannelId::Wink,
+            ChannelMockConfig {
+                auth: auth.clone(),
+                responses: webhooks(ChannelId::Wink, wink::INGEST_PATH),
+                ..ChannelMockConfig::default()
+            },
+        ),
+        (
+            ChannelId::Elk,
+            ChannelMockConfig {
+                auth: auth.clone(),
+                responses: webhooks(ChannelId::Elk, elk::INGEST_PATH),
+                ..ChannelMockConfig::default()
+            },
+        ),
+        (
+            ChannelId::Eissd,
+            ChannelMockConfig {
+                auth,
+                responses: eissd_responses,
+                dwh_url: args.eissd_dwh.clone(),
+                ..ChannelMockConfig::default()
+            },
+        ),
+    ]
+}
+
+/// Where a mock's responses go, for the start-up lines (a PostgreSQL password masked).
+fn destination(mock: &ChannelMock, config: &ChannelMockConfig) -> String {
+    if config.responses.kinds.is_empty() {
+        return "no responses".to_owned();
+    }
+    let to = match (&config.responses.webhook_url, &config.dwh_url) {
+        (Some(url), _) => url.clone(),
+        (None, Some(url)) => match reqwest::Url::parse(url) {
+            Ok(mut parsed) if parsed.password().is_some() => {
+                let _ = parsed.set_password(Some("***"));
+                parsed.to_string()
+            }
+            _ => url.clone(),
+        },
+        (None, None) => "nowhere".to_owned(),
+    };
+    let how = match mock.channel() {
+        ChannelId::Eissd => "rows in",
+        _ => "webhooks to",
+    };
+    format!(
+        "responses {} ({how} {to})",
+        config.responses.kinds.join(",")
+    )
 }
 
 #[tokio::main]
@@ -70,23 +206,65 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     };
 
-    let config = SmsMockConfig {
-        credentials: args.sms_credentials,
-        ..SmsMockConfig::default()
-    };
-    let sms = SmsMock::start_with(args.listen, config)
+    let listener = tokio::net::TcpListener::bind(args.listen)
         .await
-        .with_context(|| format!("starting the SMS mock on {}", args.listen))?;
-    println!("SMS mock (Kannel):   {}", sms.kannel_url());
-    println!("SMS mock (JSON):     {}", sms.json_url());
+        .with_context(|| format!("listening on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+
+    let sms = SmsMock::detached(
+        addr,
+        SmsMockConfig {
+            credentials: args.sms_credentials.clone(),
+            ..SmsMockConfig::default()
+        },
+    )
+    .context("starting the SMS mock")?;
+    let mut app = sms.router();
     println!(
-        "SMS mock control:    {}/{{received,stats,faults,dlr,reset}}",
+        "sms    send {} (Kannel), {} (JSON)  control {}/{{received,stats,faults,dlr,reset}}",
+        sms.kannel_url(),
+        sms.json_url(),
         sms.control_url()
     );
+    let mut mocks = Vec::new();
+    for (channel, config) in channel_configs(&args) {
+        let mock = ChannelMock::detached(channel, addr, config.clone())
+            .await
+            .with_context(|| format!("starting the {channel} mock"))?;
+        app = app.merge(mock.router());
+        println!(
+            "{:<6} send {}  control {}/{{received,stats,faults,responses,reset,respond}}  {}",
+            channel.as_str(),
+            mock.send_url(),
+            mock.control_url(),
+            destination(&mock, &config)
+        );
+        mocks.push(mock);
+    }
 
-    shutdown_signal().await;
+    let stop = CancellationToken::new();
+    let serve = axum::serve(listener, app).with_graceful_shutdown(stop.clone().cancelled_owned());
+    let mut server = tokio::spawn(async move { serve.await });
+    tokio::select! {
+        () = shutdown_signal() => {}
+        result = &mut server => {
+            result.context("the server task failed")?.context("serving")?;
+            bail!("the server stopped by itself");
+        }
+    }
     tracing::info!("shutting down");
+    // Mocks first: that releases held requests, so the server's graceful shutdown can finish.
     sms.shutdown().await;
+    for mock in mocks {
+        mock.shutdown().await;
+    }
+    stop.cancel();
+    if tokio::time::timeout(Duration::from_secs(5), &mut server)
+        .await
+        .is_err()
+    {
+        server.abort();
+    }
     Ok(())
 }
 
@@ -152,5 +330,86 @@ mod tests {
         assert!(parse_args(args(&["--nope"]), None).is_err());
         assert!(parse_args(args(&["--sms-username", "u"]), None).is_err());
         assert!(parse_args(args(&["--help"]), None).unwrap().is_none());
+        assert!(parse_args(args(&["--hub", "hub:8080"]), None).is_err());
+        assert!(parse_args(args(&["--ingest-token", "t"]), None).is_err());
+        assert!(parse_args(args(&["--ingest-hmac-secret", "s"]), None).is_err());
+        assert!(parse_args(args(&["--eissd-dwh", "mysql://dwh"]), None).is_err());
+        assert!(parse_args(args(&["--auth-bearer", ""]), None).is_err());
+    }
+
+    #[test]
+    fn without_hub_the_channel_mocks_send_no_responses() {
+        let parsed = parse_args(args(&["--auth-bearer", "b"]), None)
+            .unwrap()
+            .unwrap();
+        assert_eq!((&parsed.hub, &parsed.eissd_dwh), (&None, &None));
+        let configs = channel_configs(&parsed);
+        let channels: Vec<_> = configs.iter().map(|(c, _)| *c).collect();
+        assert_eq!(
+            channels,
+            [ChannelId::Wink, ChannelId::Elk, ChannelId::Eissd]
+        );
+        for (_, config) in &configs {
+            assert!(config.responses.kinds.is_empty());
+            assert_eq!(config.auth, Some(ExpectedAuth::Bearer("b".into())));
+            assert_eq!(config.dwh_url, None);
+        }
+    }
+
+    #[test]
+    fn hub_enables_typical_responses_to_its_ingest_routes() {
+        let parsed = parse_args(
+            args(&[
+                "--hub",
+                "http://hub:8080/",
+                "--ingest-token",
+                "t",
+                "--ingest-hmac-secret",
+                "s",
+            ]),
+            None,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(parsed.hub.as_deref(), Some("http://hub:8080"));
+        assert_eq!(parsed.eissd_dwh.as_deref(), Some(DEFAULT_EISSD_DWH));
+        let configs = channel_configs(&parsed);
+        let (_, wink) = &configs[0];
+        assert_eq!(
+            wink.responses.webhook_url.as_deref(),
+            Some("http://hub:8080/ingest/wink")
+        );
+        assert_eq!(wink.responses.kinds, ["delivered", "shown", "clicked"]);
+        assert_eq!(
+            (
+                wink.responses.token.as_deref(),
+                wink.responses.hmac_secret.as_deref()
+            ),
+            (Some("t"), Some("s"))
+        );
+        assert_eq!(wink.auth, None);
+        let (_, elk) = &configs[1];
+        assert_eq!(
+            elk.responses.webhook_url.as_deref(),
+            Some("http://hub:8080/ingest/elk")
+        );
+        let (_, eissd) = &configs[2];
+        assert_eq!(eissd.responses.kinds, ["interested"]);
+        assert_eq!(eissd.responses.webhook_url, None);
+        assert_eq!(eissd.dwh_url.as_deref(), Some(DEFAULT_EISSD_DWH));
+    }
+
+    #[test]
+    fn eissd_dwh_alone_enables_eissd_rows() {
+        let parsed = parse_args(args(&["--eissd-dwh", "postgres://u:p@dwh/db"]), None)
+            .unwrap()
+            .unwrap();
+        let configs = channel_configs(&parsed);
+        assert!(configs[0].1.responses.kinds.is_empty());
+        assert_eq!(configs[2].1.responses.kinds, ["interested"]);
+        assert_eq!(
+            configs[2].1.dwh_url.as_deref(),
+            Some("postgres://u:p@dwh/db")
+        );
     }
 }

@@ -1028,7 +1028,7 @@ fn bad_webhooks_are_refused_naming_the_problem() {
         }),
     );
     assert!(
-        e.starts_with("not a wink webhook: unknown field `surfce`"),
+        e.starts_with("invalid wink webhook: unknown field `surfce`"),
         "{e}"
     );
     assert!(!e.contains("SECRET-VALUE"), "{e}");
@@ -1073,10 +1073,10 @@ fn bad_webhooks_are_refused_naming_the_problem() {
 
     for not_an_object in [&b"SECRET-BODY text"[..], b"[\"SECRET\"]", b"\"SECRET\""] {
         let e = hook_error(ChannelId::Wink, not_an_object);
-        assert_eq!(e, "not a wink webhook: expected a JSON object");
+        assert_eq!(e, "invalid wink webhook: expected a JSON object");
     }
     let e = hook_error(ChannelId::Wink, b"{SECRET}");
-    assert!(e.starts_with("not a wink webhook: "), "{e}");
+    assert!(e.starts_with("invalid wink webhook: "), "{e}");
     assert!(!e.contains("SECRET"), "{e}");
 
     let mut trailing = example("wink-webhook-clicked.json");

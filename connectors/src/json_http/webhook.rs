@@ -83,12 +83,12 @@ fn strict<T: DeserializeOwned>(channel: ChannelId, body: &[u8]) -> Result<T, Rep
     let first = body.iter().find(|b| !b.is_ascii_whitespace());
     if first != Some(&b'{') {
         return Err(ReportError(format!(
-            "not a {channel} webhook: expected a JSON object"
+            "invalid {channel} webhook: expected a JSON object"
         )));
     }
     let fail = |path: &str, err: &serde_json::Error| {
         let err = err.to_string();
-        let mut msg = format!("not a {channel} webhook: ");
+        let mut msg = format!("invalid {channel} webhook: ");
         // serde names an unknown or missing field itself.
         if path != "." && !path.is_empty() && !err.contains(&format!("`{path}`")) {
             msg.push('`');

@@ -35,7 +35,8 @@ CREATE INDEX eissd_responses_created_at_idx ON eissd_responses (created_at, resp
 
 /// The same table in SQLite, the DWH of the embedded default (the EISSD mock writes it, the hub
 /// polls it). `created_at` is text in the one format [`SQLITE_TIME_FORMAT`] (UTC, fixed width), so
-/// text order is time order.
+/// text order is time order; a `CHECK` refuses any other shape, since one such row would sort out
+/// of place and stop the poller's reading.
 pub const DDL_SQLITE: &str = "\
 CREATE TABLE IF NOT EXISTS eissd_responses (
     response_id TEXT NOT NULL PRIMARY KEY,
@@ -44,6 +45,8 @@ CREATE TABLE IF NOT EXISTS eissd_responses (
     kind        TEXT NOT NULL
         CHECK (kind IN ('accepted', 'declined', 'interested', 'opted_out')),
     created_at  TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+        CHECK (created_at GLOB
+            '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T[0-9][0-9]:[0-9][0-9]:[0-9][0-9].[0-9][0-9][0-9]Z')
 );
 CREATE INDEX IF NOT EXISTS eissd_responses_created_at_idx ON eissd_responses (created_at, response_id);
 ";

@@ -401,6 +401,23 @@ impl Store {
         dispatch!(self, cancel_campaign(campaign_id, now))
     }
 
+    /// Where the incremental poller of `source` stands: `(position, row_key)` of the last row
+    /// at or before which everything was recorded.
+    pub async fn watermark(&self, source: &str) -> Result<Option<(String, String)>> {
+        dispatch!(self, watermark(source))
+    }
+
+    /// Moves the watermark of `source`.
+    pub async fn set_watermark(
+        &self,
+        source: &str,
+        position: &str,
+        row_key: &str,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        dispatch!(self, set_watermark(source, position, row_key, now))
+    }
+
     pub async fn cancelled_campaigns(&self) -> Result<Vec<String>> {
         dispatch!(self, cancelled_campaigns())
     }

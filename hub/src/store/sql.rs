@@ -453,7 +453,12 @@ macro_rules! backend {
                     );
                     match &it.correlation {
                         Correlation::Id(id) => {
-                            qb.push("id = ").push_bind(id.to_string());
+                            // A channel speaks only for its own communications: a Wink webhook
+                            // naming an SMS's id matches nothing.
+                            qb.push("id = ")
+                                .push_bind(id.to_string())
+                                .push(" AND channel = ")
+                                .push_bind(it.channel.as_str());
                         }
                         Correlation::External(ext) => {
                             qb.push("channel = ")
@@ -599,6 +604,43 @@ macro_rules! backend {
                         return Ok(total);
                     }
                 }
+            }
+
+            pub async fn watermark(
+                w: &Pool,
+                _r: &Pool,
+                source: &str,
+            ) -> Result<Option<(String, String)>> {
+                // From the writer: a poller that just moved it must read its own write.
+                let mut qb = QueryBuilder::<Db>::new(
+                    "SELECT position, row_key FROM source_watermarks WHERE source = ",
+                );
+                qb.push_bind(source);
+                Ok(qb.build_query_as::<(String, String)>().fetch_optional(w).await?)
+            }
+
+            pub async fn set_watermark(
+                w: &Pool,
+                _r: &Pool,
+                source: &str,
+                position: &str,
+                row_key: &str,
+                now: DateTime<Utc>,
+            ) -> Result<()> {
+                let mut qb = QueryBuilder::<Db>::new(
+                    "INSERT INTO source_watermarks (source, position, row_key, updated_at) VALUES (",
+                );
+                qb.push_bind(source)
+                    .push(", ")
+                    .push_bind(position)
+                    .push(", ")
+                    .push_bind(row_key)
+                    .push(", ")
+                    .push_bind(ms(now))
+                    .push(") ON CONFLICT (source) DO UPDATE SET position = excluded.position, \
+                           row_key = excluded.row_key, updated_at = excluded.updated_at");
+                qb.build().execute(w).await?;
+                Ok(())
             }
 
             pub async fn cancelled_campaigns(_w: &Pool, r: &Pool) -> Result<Vec<String>> {

@@ -116,7 +116,8 @@ async fn an_invalid_item_is_rejected_with_its_reason_while_the_rest_are_accepted
     let mut bad_msisdn = sms_json("mixed", "Hello");
     bad_msisdn["recipient"] = json!("not-a-number");
     let not_enabled = json!({"id": uuid::Uuid::new_v4().to_string(), "campaign_id": "mixed",
-        "customer_id": "c", "channel": "wink", "recipient": "acc-1", "content": {"text": "x"}});
+        "customer_id": "c", "channel": "wink", "recipient": "acc-1",
+        "content": {"subject": "s", "text": "x"}});
     let (status, body) = hub
         .submit(
             &json!({"communications": [good, no_recipient, bad_channel, bad_msisdn, not_enabled]}),
@@ -861,22 +862,7 @@ async fn outside_the_send_window_a_communication_waits_for_the_opening() {
 #[tokio::test]
 async fn the_embedded_default_sends_through_its_bundled_mock() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = clm_hub::Config::load(
-        None,
-        vec![
-            (
-                "CLM_HUB__DATA_DIR".to_owned(),
-                dir.path().join("data").display().to_string(),
-            ),
-            (
-                "CLM_HUB__SERVER__LISTEN".to_owned(),
-                "127.0.0.1:0".to_owned(),
-            ),
-        ],
-    )
-    .unwrap();
-    config.dispatcher.poll_ms = 20;
-    assert!(config.sandbox);
+    let config = crate::harness::sandbox_config(dir.path());
     let hub = start_hub(config, dir).await;
     let item = sms_json("sandbox", "Привет из песочницы");
     let id = item["id"].as_str().unwrap().to_owned();

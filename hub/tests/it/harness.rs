@@ -112,6 +112,28 @@ from = "RTK"
     c
 }
 
+/// The embedded default (no config file: sandbox, SQLite, bundled mocks) with its data in `dir`,
+/// listening on port 0, polling every 20 ms.
+pub fn sandbox_config(dir: &std::path::Path) -> Config {
+    let mut config = Config::load(
+        None,
+        vec![
+            (
+                "CLM_HUB__DATA_DIR".to_owned(),
+                dir.join("data").display().to_string(),
+            ),
+            (
+                "CLM_HUB__SERVER__LISTEN".to_owned(),
+                "127.0.0.1:0".to_owned(),
+            ),
+        ],
+    )
+    .unwrap();
+    config.dispatcher.poll_ms = 20;
+    assert!(config.sandbox);
+    config
+}
+
 pub async fn start_hub(config: Config, dir: tempfile::TempDir) -> TestHub {
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await

@@ -5,12 +5,16 @@
 //! - `restarts`: RabbitMQ, PostgreSQL and Redis restarted under the running `clm-hub` binary.
 //! - `store`: the store suite, run against SQLite and PostgreSQL alike.
 //! - `e2e`: the whole hub in-process on the embedded default against the SMS mock.
+//! - `http_channels`: wink, elk and eissd end to end on the embedded default (bundled mocks).
+//! - `dwh`: the EISSD DWH poller against a real PostgreSQL table, across restarts and instances.
 
 mod amqp;
 mod coordination;
+mod dwh;
 mod e2e;
 mod faults;
 mod harness;
+mod http_channels;
 mod instances;
 mod restarts;
 mod store;

@@ -657,12 +657,20 @@ async fn check_responses_correlate_by_id_and_by_external_id(store: &Store) {
                     "z",
                 )
             },
+            // So is our id: a Wink webhook cannot speak for an SMS.
+            IncomingResponse {
+                channel: ChannelId::Wink,
+                ..report(Correlation::Id(a.id), ResponseKind::Clicked, "w")
+            },
         ],
         at(60),
     )
     .await;
     use ResponseOutcome::{NotFound, Recorded};
-    assert_eq!(out, [Recorded, Recorded, NotFound, NotFound, NotFound]);
+    assert_eq!(
+        out,
+        [Recorded, Recorded, NotFound, NotFound, NotFound, NotFound]
+    );
 
     for (c, key) in [(&a, "a-1"), (&b, "b-1")] {
         let view = view_of(store, c.id).await;

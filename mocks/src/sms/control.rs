@@ -14,8 +14,8 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use super::dlr::DlrConfig;
-use super::faults::Faults;
 use super::state::Shared;
+use crate::faults::Faults;
 
 /// Records `GET received` returns without a `limit`.
 const DEFAULT_LIMIT: usize = 1000;

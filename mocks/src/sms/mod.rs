@@ -6,7 +6,8 @@
 //! - [`SmsMock`] (here): starts the server, and is the handle tests hold.
 //! - `kannel`: `GET`/`POST /cgi-bin/sendsms`, byte-exact decoding, Kannel `dlr-url` escapes.
 //! - `json`: `POST /api/sms`.
-//! - `faults`: [`Faults`], decided per request under one small lock (`state`).
+//! - `crate::faults` (shared with the HTTP channel mocks): [`Faults`], decided per request under
+//!   one small lock (`state`).
 //! - `dlr`: [`DlrConfig`] and the background sender of delivery reports.
 //! - `record`: [`ReceivedSms`] records (bounded) and [`SmsStats`] counters (never truncated).
 //! - `control`: `/control/sms/…`.
@@ -16,7 +17,6 @@
 
 mod control;
 mod dlr;
-mod faults;
 mod json;
 mod kannel;
 mod record;
@@ -31,8 +31,8 @@ use axum::routing::{get, post};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub use crate::faults::{Faults, Throttle};
 pub use dlr::{DlrConfig, DlrMethod};
-pub use faults::{Faults, Throttle};
 pub use record::{Dialect, ReceivedSms, SmsStats};
 
 use state::Shared;
@@ -103,6 +103,19 @@ impl SmsMock {
             addr,
             shared,
             server: Some(server),
+        })
+    }
+
+    /// A mock without a server of its own: serve [`SmsMock::router`] on `addr` yourself (the
+    /// URLs the handle gives point there). [`SmsMock::shutdown`] releases held requests and drops
+    /// pending delivery reports.
+    pub fn detached(addr: SocketAddr, config: SmsMockConfig) -> anyhow::Result<SmsMock> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let shared = Arc::new(Shared::new(config, CancellationToken::new())?);
+        Ok(SmsMock {
+            addr,
+            shared,
+            server: None,
         })
     }
 

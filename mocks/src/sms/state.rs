@@ -8,9 +8,9 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::dlr::{DlrConfig, DlrSender};
-use super::faults::{FaultState, Faults, Outcome};
 use super::record::{Recorder, SmsStats};
 use super::{Credentials, SmsMockConfig};
+use crate::faults::{FaultState, Faults, Outcome};
 
 /// Longest a request is held by the timeout fault: a cap, so held requests of a long run with
 /// clients that never give up cannot pile up forever.

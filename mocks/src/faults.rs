@@ -1,7 +1,7 @@
-//! Fault injection: what a request gets instead of a normal answer.
+//! Fault injection, shared by every mock: what a request gets instead of a normal answer.
 //!
 //! The order faults apply in is fixed and written in [`FaultState::decide`]: script, throttle,
-//! rate limit, timeout, error rate. Faults stand for the gateway's infrastructure, so they answer
+//! rate limit, timeout, error rate. Faults stand for the channel's infrastructure, so they answer
 //! before credentials and the request itself are looked at.
 
 use std::collections::VecDeque;
@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-/// Faults the mock injects, the same for both dialects. Every field has a default, so a control
+/// Faults a mock injects, the same for every mock and dialect. Every field has a default, so a control
 /// request may send only the fields it changes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]

@@ -256,3 +256,115 @@ async fn invalid_messages_land_on_the_reject_queue_with_their_reasons() {
     assert_eq!(rows.iter().map(|(_, n)| n).sum::<u64>(), 1, "{rows:?}");
     hub.stop().await;
 }
+
+/// Wink, ELK and EISSD on the production stack: communications from RabbitMQ, state in
+/// PostgreSQL, limits in Redis, webhooks back over HTTP and EISSD's rows from a PostgreSQL DWH;
+/// every response reaches `clm.events`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_channels_run_on_the_production_stack() {
+    use clm_contracts::channels::eissd;
+    use clm_hub::config::{DwhConfig, EndpointConfig};
+    use clm_mocks::{ChannelMock, ChannelMockConfig, ResponsesConfig};
+
+    let vhost = amqp_vhost();
+    let sms = SmsMock::start(([127, 0, 0, 1], 0).into()).await.unwrap();
+    let dwh_url = pg_database().await;
+    let dwh = sqlx::PgPool::connect(&dwh_url).await.unwrap();
+    sqlx::raw_sql(eissd::DDL).execute(&dwh).await.unwrap();
+    let channels = [ChannelId::Wink, ChannelId::Elk, ChannelId::Eissd];
+    let mut mocks = HashMap::new();
+    for id in channels {
+        let config = ChannelMockConfig {
+            dwh_url: (id == ChannelId::Eissd).then(|| dwh_url.clone()),
+            ..ChannelMockConfig::default()
+        };
+        let m = ChannelMock::start(id, ([127, 0, 0, 1], 0).into(), config)
+            .await
+            .unwrap();
+        mocks.insert(id, m);
+    }
+    let (_conn, ch) = broker(&vhost).await;
+    let mut events = tap(&ch, clm_hub::amqp::EVENTS_EXCHANGE, "response.#").await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let pg = pg_database().await;
+    let redis = std::env::var("CLM_TEST_REDIS_URL")
+        .expect("CLM_TEST_REDIS_URL is not set: run the suite with scripts/test.sh");
+    let config = config_for(&sms, "kannel", dir.path(), |c| {
+        c.store.url = Some(pg);
+        c.queue.url = vhost.clone();
+        c.coordination.url = redis;
+        c.coordination.key_prefix = format!("clm-t-{}:", uuid::Uuid::new_v4().simple());
+        for id in channels {
+            let cfg = c.channels.get_mut(&id).unwrap();
+            cfg.enabled = Some(true);
+            cfg.ingest.hmac_secret = Some(format!("{id}-secret"));
+            cfg.endpoint = Some(EndpointConfig {
+                url: mocks[&id].base_url(),
+                auth: None,
+                ca_file: None,
+                client_cert_file: None,
+                client_key_file: None,
+            });
+            cfg.policy.backoff_initial_ms = 50;
+        }
+        c.channels.get_mut(&ChannelId::Eissd).unwrap().responses = Some(DwhConfig {
+            source: Some(dwh_url.clone()),
+            poll_ms: 50,
+            ..DwhConfig::default()
+        });
+    });
+    let hub = start_hub(config, dir).await;
+    for (id, m) in &mocks {
+        m.set_responses(ResponsesConfig {
+            webhook_url: (*id != ChannelId::Eissd).then(|| hub.url(&format!("/ingest/{id}"))),
+            hmac_secret: Some(format!("{id}-secret")),
+            ..ResponsesConfig::typical(*id)
+        });
+    }
+
+    let per_channel = 5;
+    let items: Vec<Value> = channels
+        .iter()
+        .flat_map(|id| (0..per_channel).map(|_| crate::http_channels::comm(*id, "prod-http")))
+        .collect();
+    publish_communications(&vhost, &items).await;
+
+    // wink: delivered, shown, clicked; elk: delivered, read, offer_accepted; eissd: interested.
+    let want = per_channel * (3 + 3 + 1);
+    let mut seen: HashMap<String, Vec<String>> = HashMap::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    for _ in 0..want {
+        let d = tokio::time::timeout_at(deadline, events.next())
+            .await
+            .unwrap_or_else(|_| panic!("response events so far: {seen:#?}"))
+            .unwrap()
+            .unwrap();
+        d.acker.ack(BasicAckOptions::default()).await.unwrap();
+        let e: Value = serde_json::from_slice(&d.data).unwrap();
+        seen.entry(e["communication_id"].as_str().unwrap().to_owned())
+            .or_default()
+            .push(d.routing_key.as_str().to_owned());
+    }
+    assert_eq!(seen.len(), items.len(), "every communication answered");
+    for item in &items {
+        let channel = item["channel"].as_str().unwrap();
+        let mut keys = seen[item["id"].as_str().unwrap()].clone();
+        keys.sort();
+        let kinds: &[&str] = match channel {
+            "wink" => &["clicked", "delivered", "shown"],
+            "elk" => &["delivered", "offer_accepted", "read"],
+            _ => &["interested"],
+        };
+        let expected: Vec<String> = kinds
+            .iter()
+            .map(|k| format!("response.{channel}.{k}"))
+            .collect();
+        assert_eq!(keys, expected);
+    }
+    for m in mocks.values() {
+        assert_eq!(m.accepted_count(), per_channel as u64);
+        assert_eq!(m.duplicates(), 0);
+    }
+    hub.stop().await;
+}

@@ -49,7 +49,7 @@ fn mock(hub: &TestHub, id: ChannelId) -> &ChannelMock {
 }
 
 /// A valid communication for `channel`.
-fn comm(channel: ChannelId, campaign: &str) -> Value {
+pub(crate) fn comm(channel: ChannelId, campaign: &str) -> Value {
     let id = Uuid::new_v4().to_string();
     match channel {
         ChannelId::Wink => json!({

@@ -54,6 +54,14 @@ fn status_event(
     }))
 }
 
+/// The order `record_responses` locks communications in.
+fn correlation_key(it: &IncomingResponse) -> (u8, String) {
+    match &it.correlation {
+        Correlation::Id(id) => (0, id.to_string()),
+        Correlation::External(x) => (1, x.clone()),
+    }
+}
+
 fn parse_uuid(v: &str) -> Result<Uuid> {
     Uuid::parse_str(v).map_err(|_| StoreError::Corrupt {
         id: v.to_owned(),
@@ -444,10 +452,16 @@ macro_rules! backend {
                 now: DateTime<Utc>,
             ) -> Result<Vec<ResponseOutcome>> {
                 let now_ms = ms(now);
-                let mut out = Vec::with_capacity(items.len());
+                let mut out = vec![ResponseOutcome::NotFound; items.len()];
                 let mut events = Vec::new();
                 let mut tx = w.begin().await?;
-                for it in items {
+                // Communications are locked in one order (by id) in every transaction, so two
+                // batches reporting on the same communications wait for each other instead of
+                // deadlocking; the outcomes keep the items' order.
+                let mut order: Vec<usize> = (0..items.len()).collect();
+                order.sort_by(|&a, &b| correlation_key(&items[a]).cmp(&correlation_key(&items[b])));
+                for i in order {
+                    let it = &items[i];
                     let mut qb = QueryBuilder::<Db>::new(
                         "SELECT id, status, campaign_id, parts, attempts FROM communications WHERE ",
                     );
@@ -473,7 +487,7 @@ macro_rules! backend {
                     let found: Option<(String, String, String, i64, i64)> =
                         qb.build_query_as().fetch_optional(&mut *tx).await?;
                     let Some((id, status, campaign, parts, attempts)) = found else {
-                        out.push(ResponseOutcome::NotFound);
+                        out[i] = ResponseOutcome::NotFound;
                         continue;
                     };
                     let uuid = parse_uuid(&id)?;
@@ -499,10 +513,10 @@ macro_rules! backend {
                     let inserted: Option<(String,)> =
                         qb.build_query_as().fetch_optional(&mut *tx).await?;
                     if inserted.is_none() {
-                        out.push(ResponseOutcome::Duplicate);
+                        out[i] = ResponseOutcome::Duplicate;
                         continue;
                     }
-                    out.push(ResponseOutcome::Recorded);
+                    out[i] = ResponseOutcome::Recorded;
                     events.push(event_row(&Event::Response(ResponseEvent {
                         response_id,
                         communication_id: uuid,

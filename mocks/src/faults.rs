@@ -8,6 +8,7 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
 
 /// Faults a mock injects, the same for every mock and dialect. Every field has a default, so a control
 /// request may send only the fields it changes.
@@ -192,6 +193,29 @@ impl FaultState {
             return Outcome::Error(self.faults.error_status);
         }
         Outcome::Normal
+    }
+}
+
+/// Longest a request is held by the timeout fault: a cap, so held requests of a long run with
+/// clients that never give up cannot pile up forever.
+const MAX_HOLD: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Waits out the injected latency; returns early on shutdown.
+pub(crate) async fn pause(latency: std::time::Duration, shutdown: &CancellationToken) {
+    if !latency.is_zero() {
+        tokio::select! {
+            () = tokio::time::sleep(latency) => {}
+            () = shutdown.cancelled() => {}
+        }
+    }
+}
+
+/// Holds a request that must not be answered, until shutdown (or [`MAX_HOLD`]). When the client
+/// gives up and closes the connection, the server drops this future.
+pub(crate) async fn hold(shutdown: &CancellationToken) {
+    tokio::select! {
+        () = tokio::time::sleep(MAX_HOLD) => {}
+        () = shutdown.cancelled() => {}
     }
 }
 

@@ -6,7 +6,9 @@
 //!           [--hub URL [--ingest-token T] [--ingest-hmac-secret S]] [--eissd-dwh URL]
 //!           [--auth-bearer TOKEN]
 //! ```
-//! `CLM_MOCKS_LISTEN` sets the address when `--listen` is not given.
+//! The environment stands in for flags not given: `CLM_MOCKS_LISTEN` for `--listen`,
+//! `CLM_MOCKS_INGEST_TOKEN` and `CLM_MOCKS_INGEST_HMAC_SECRET` for `--ingest-token` and
+//! `--ingest-hmac-secret` (secrets in the environment do not show in `ps`). Empty means unset.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -14,6 +16,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clm_contracts::ChannelId;
 use clm_contracts::channels::{elk, wink};
+use clm_mocks::channel::redact_url;
 use clm_mocks::{
     ChannelMock, ChannelMockConfig, Credentials, ExpectedAuth, ResponsesConfig, SmsMock,
     SmsMockConfig,
@@ -35,14 +38,37 @@ const USAGE: &str = "usage: clm-mocks [--listen ADDR] [--sms-username U --sms-pa
   --hub URL                  base URL of the hub: wink and elk send their typical webhooks to
                              URL/ingest/wink and URL/ingest/elk, and eissd writes its typical
                              responses to the DWH (default sqlite://./data/eissd-dwh.db)
-  --ingest-token T           webhooks carry X-CLM-Token: T (needs --hub)
+  --ingest-token T           webhooks carry X-CLM-Token: T (needs --hub;
+                             env CLM_MOCKS_INGEST_TOKEN, which keeps it out of ps)
   --ingest-hmac-secret S     webhooks carry X-CLM-Signature: sha256=<HMAC-SHA256 of the body>
-                             (needs --hub)
+                             (needs --hub; env CLM_MOCKS_INGEST_HMAC_SECRET)
   --eissd-dwh URL            sqlite://PATH or postgres://... for eissd's response rows
                              (enables eissd's typical responses, with or without --hub)
-  --auth-bearer TOKEN        wink, elk and eissd require Authorization: Bearer TOKEN";
+  --auth-bearer TOKEN        wink, elk and eissd require Authorization: Bearer TOKEN
+A flag wins over its environment variable; an empty variable counts as unset.";
 
-#[derive(Debug, PartialEq)]
+/// The environment variables standing in for flags that are not given.
+#[derive(Default)]
+struct Env {
+    /// `CLM_MOCKS_LISTEN`.
+    listen: Option<String>,
+    /// `CLM_MOCKS_INGEST_TOKEN`.
+    ingest_token: Option<String>,
+    /// `CLM_MOCKS_INGEST_HMAC_SECRET`.
+    ingest_hmac_secret: Option<String>,
+}
+
+impl Env {
+    fn from_process() -> Env {
+        let var = |name: &str| std::env::var(name).ok().filter(|value| !value.is_empty());
+        Env {
+            listen: var("CLM_MOCKS_LISTEN"),
+            ingest_token: var("CLM_MOCKS_INGEST_TOKEN"),
+            ingest_hmac_secret: var("CLM_MOCKS_INGEST_HMAC_SECRET"),
+        }
+    }
+}
+
 struct Args {
     listen: SocketAddr,
     sms_credentials: Option<Credentials>,
@@ -55,12 +81,9 @@ struct Args {
     auth_bearer: Option<String>,
 }
 
-/// `Ok(None)` when help was asked for.
-fn parse_args(
-    mut args: impl Iterator<Item = String>,
-    env_listen: Option<String>,
-) -> anyhow::Result<Option<Args>> {
-    let mut listen = env_listen;
+/// `Ok(None)` when help was asked for. Flags win over `env`.
+fn parse_args(mut args: impl Iterator<Item = String>, env: Env) -> anyhow::Result<Option<Args>> {
+    let mut listen = env.listen;
     let (mut username, mut password) = (None, None);
     let (mut hub, mut ingest_token, mut ingest_hmac_secret) = (None, None, None);
     let (mut eissd_dwh, mut auth_bearer) = (None, None);
@@ -95,9 +118,21 @@ fn parse_args(
         Some(url) => bail!("--hub: {url} is not an http:// or https:// URL"),
         None => None,
     };
-    if hub.is_none() && (ingest_token.is_some() || ingest_hmac_secret.is_some()) {
-        bail!("--ingest-token and --ingest-hmac-secret need --hub");
+    if hub.is_none() {
+        if ingest_token.is_some() || ingest_hmac_secret.is_some() {
+            bail!("--ingest-token and --ingest-hmac-secret need --hub");
+        }
+        for (name, value) in [
+            ("CLM_MOCKS_INGEST_TOKEN", &env.ingest_token),
+            ("CLM_MOCKS_INGEST_HMAC_SECRET", &env.ingest_hmac_secret),
+        ] {
+            if value.is_some() {
+                bail!("{name} is set but --hub is not: give --hub or unset {name}");
+            }
+        }
     }
+    let ingest_token = ingest_token.or(env.ingest_token);
+    let ingest_hmac_secret = ingest_hmac_secret.or(env.ingest_hmac_secret);
     if let Some(url) = &eissd_dwh
         && !["sqlite:", "postgres://", "postgresql://"]
             .iter()
@@ -171,14 +206,7 @@ fn destination(mock: &ChannelMock, config: &ChannelMockConfig) -> String {
         return "no responses".to_owned();
     }
     let to = match (&config.responses.webhook_url, &config.dwh_url) {
-        (Some(url), _) => url.clone(),
-        (None, Some(url)) => match reqwest::Url::parse(url) {
-            Ok(mut parsed) if parsed.password().is_some() => {
-                let _ = parsed.set_password(Some("***"));
-                parsed.to_string()
-            }
-            _ => url.clone(),
-        },
+        (Some(url), _) | (None, Some(url)) => redact_url(url),
         (None, None) => "nowhere".to_owned(),
     };
     let how = match mock.channel() {
@@ -197,11 +225,7 @@ async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
-    let Some(args) = parse_args(
-        std::env::args().skip(1),
-        std::env::var("CLM_MOCKS_LISTEN").ok(),
-    )?
-    else {
+    let Some(args) = parse_args(std::env::args().skip(1), Env::from_process())? else {
         println!("{USAGE}");
         return Ok(());
     };
@@ -307,39 +331,58 @@ mod tests {
             .into_iter()
     }
 
+    fn listen_env(listen: &str) -> Env {
+        Env {
+            listen: Some(listen.to_owned()),
+            ..Env::default()
+        }
+    }
+
+    fn secrets_env() -> Env {
+        Env {
+            ingest_token: Some("env-token".into()),
+            ingest_hmac_secret: Some("env-secret".into()),
+            ..Env::default()
+        }
+    }
+
     #[test]
     fn listen_flag_beats_the_environment_and_defaults_apply() {
-        let parsed = parse_args(args(&["--listen", "0.0.0.0:1"]), Some("127.0.0.1:2".into()));
+        let parsed = parse_args(args(&["--listen", "0.0.0.0:1"]), listen_env("127.0.0.1:2"));
         assert_eq!(
             parsed.unwrap().unwrap().listen,
             "0.0.0.0:1".parse().unwrap()
         );
-        let parsed = parse_args(args(&[]), Some("127.0.0.1:2".into()));
+        let parsed = parse_args(args(&[]), listen_env("127.0.0.1:2"));
         assert_eq!(
             parsed.unwrap().unwrap().listen,
             "127.0.0.1:2".parse().unwrap()
         );
-        let parsed = parse_args(args(&[]), None).unwrap().unwrap();
+        let parsed = parse_args(args(&[]), Env::default()).unwrap().unwrap();
         assert_eq!(parsed.listen, DEFAULT_LISTEN.parse().unwrap());
         assert_eq!(parsed.sms_credentials, None);
     }
 
     #[test]
     fn bad_arguments_are_explained() {
-        assert!(parse_args(args(&["--listen"]), None).is_err());
-        assert!(parse_args(args(&["--nope"]), None).is_err());
-        assert!(parse_args(args(&["--sms-username", "u"]), None).is_err());
-        assert!(parse_args(args(&["--help"]), None).unwrap().is_none());
-        assert!(parse_args(args(&["--hub", "hub:8080"]), None).is_err());
-        assert!(parse_args(args(&["--ingest-token", "t"]), None).is_err());
-        assert!(parse_args(args(&["--ingest-hmac-secret", "s"]), None).is_err());
-        assert!(parse_args(args(&["--eissd-dwh", "mysql://dwh"]), None).is_err());
-        assert!(parse_args(args(&["--auth-bearer", ""]), None).is_err());
+        assert!(parse_args(args(&["--listen"]), Env::default()).is_err());
+        assert!(parse_args(args(&["--nope"]), Env::default()).is_err());
+        assert!(parse_args(args(&["--sms-username", "u"]), Env::default()).is_err());
+        assert!(
+            parse_args(args(&["--help"]), Env::default())
+                .unwrap()
+                .is_none()
+        );
+        assert!(parse_args(args(&["--hub", "hub:8080"]), Env::default()).is_err());
+        assert!(parse_args(args(&["--ingest-token", "t"]), Env::default()).is_err());
+        assert!(parse_args(args(&["--ingest-hmac-secret", "s"]), Env::default()).is_err());
+        assert!(parse_args(args(&["--eissd-dwh", "mysql://dwh"]), Env::default()).is_err());
+        assert!(parse_args(args(&["--auth-bearer", ""]), Env::default()).is_err());
     }
 
     #[test]
     fn without_hub_the_channel_mocks_send_no_responses() {
-        let parsed = parse_args(args(&["--auth-bearer", "b"]), None)
+        let parsed = parse_args(args(&["--auth-bearer", "b"]), Env::default())
             .unwrap()
             .unwrap();
         assert_eq!((&parsed.hub, &parsed.eissd_dwh), (&None, &None));
@@ -367,7 +410,7 @@ mod tests {
                 "--ingest-hmac-secret",
                 "s",
             ]),
-            None,
+            Env::default(),
         )
         .unwrap()
         .unwrap();
@@ -401,9 +444,12 @@ mod tests {
 
     #[test]
     fn eissd_dwh_alone_enables_eissd_rows() {
-        let parsed = parse_args(args(&["--eissd-dwh", "postgres://u:p@dwh/db"]), None)
-            .unwrap()
-            .unwrap();
+        let parsed = parse_args(
+            args(&["--eissd-dwh", "postgres://u:p@dwh/db"]),
+            Env::default(),
+        )
+        .unwrap()
+        .unwrap();
         let configs = channel_configs(&parsed);
         assert!(configs[0].1.responses.kinds.is_empty());
         assert_eq!(configs[2].1.responses.kinds, ["interested"]);
@@ -411,5 +457,69 @@ mod tests {
             configs[2].1.dwh_url.as_deref(),
             Some("postgres://u:p@dwh/db")
         );
+    }
+
+    #[test]
+    fn ingest_secrets_come_from_the_environment_and_flags_win() {
+        let parsed = parse_args(args(&["--hub", "http://hub:8080"]), secrets_env())
+            .unwrap()
+            .unwrap();
+        assert_eq!(parsed.ingest_token.as_deref(), Some("env-token"));
+        assert_eq!(parsed.ingest_hmac_secret.as_deref(), Some("env-secret"));
+        let (_, wink) = &channel_configs(&parsed)[0];
+        assert_eq!(wink.responses.token.as_deref(), Some("env-token"));
+        assert_eq!(wink.responses.hmac_secret.as_deref(), Some("env-secret"));
+
+        let parsed = parse_args(
+            args(&["--hub", "http://hub:8080", "--ingest-token", "flag-token"]),
+            secrets_env(),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(parsed.ingest_token.as_deref(), Some("flag-token"));
+        assert_eq!(parsed.ingest_hmac_secret.as_deref(), Some("env-secret"));
+
+        let parsed = parse_args(
+            args(&[
+                "--hub",
+                "http://hub:8080",
+                "--ingest-hmac-secret",
+                "flag-secret",
+            ]),
+            secrets_env(),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(parsed.ingest_token.as_deref(), Some("env-token"));
+        assert_eq!(parsed.ingest_hmac_secret.as_deref(), Some("flag-secret"));
+    }
+
+    #[test]
+    fn ingest_secrets_in_the_environment_need_hub() {
+        for env in [
+            Env {
+                ingest_token: Some("env-token".into()),
+                ..Env::default()
+            },
+            Env {
+                ingest_hmac_secret: Some("env-secret".into()),
+                ..Env::default()
+            },
+        ] {
+            let error = parse_args(args(&[]), env).err().unwrap().to_string();
+            assert!(error.contains("CLM_MOCKS_INGEST_"), "{error}");
+            assert!(!error.contains("env-"), "no secret in the error: {error}");
+        }
+    }
+
+    #[test]
+    fn usage_names_the_environment_variables() {
+        for name in [
+            "CLM_MOCKS_LISTEN",
+            "CLM_MOCKS_INGEST_TOKEN",
+            "CLM_MOCKS_INGEST_HMAC_SECRET",
+        ] {
+            assert!(USAGE.contains(name), "{name}");
+        }
     }
 }

@@ -62,25 +62,22 @@ async fn put_faults(State(shared): State<Arc<Shared>>, body: Bytes) -> Response 
     }
 }
 
+/// `GET responses`: the settings, `token` and `hmac_secret` shown as `"***"` when set: the
+/// control API never hands out a secret.
 async fn responses(State(shared): State<Arc<Shared>>) -> Response {
-    Json(shared.responses().as_ref()).into_response()
+    Json(shared.responses().redacted()).into_response()
 }
 
+/// `PUT responses`: replaces the settings; an omitted field takes its default (no token, no
+/// secret), and a `token` or `hmac_secret` of `"***"` keeps the one in force. Answers like `GET`.
 async fn put_responses(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
     let channel = shared.channel;
     match parse::<ResponsesConfig>(&body).and_then(|r| r.validate(channel).map(|()| r)) {
         Ok(responses) => {
-            // Without the token and secret.
-            tracing::info!(
-                %channel,
-                kinds = ?responses.kinds,
-                delay_ms = responses.delay_ms,
-                webhook_url = ?responses.webhook_url,
-                duplicate_rate = responses.duplicate_rate,
-                "channel mock responses changed"
-            );
-            shared.set_responses(responses);
-            Json(shared.responses().as_ref()).into_response()
+            let now = shared.put_responses(responses);
+            // `Debug` hides the token and secret.
+            tracing::info!(%channel, responses = ?now, "channel mock responses changed");
+            Json(now.redacted()).into_response()
         }
         Err(reason) => bad_request(reason),
     }

@@ -85,7 +85,9 @@ impl fmt::Debug for ExpectedAuth {
 }
 
 /// How a mock starts. `Default`: no auth, default capacity, no faults, no responses, no DWH.
-#[derive(Clone, Debug, Default)]
+/// `Debug` hides the secrets: the auth's, the response token and HMAC secret, and the password of
+/// `dwh_url`.
+#[derive(Clone, Default)]
 pub struct ChannelMockConfig {
     /// When set, sends must carry these credentials (401 otherwise).
     pub auth: Option<ExpectedAuth>,
@@ -98,10 +100,26 @@ pub struct ChannelMockConfig {
     pub dwh_url: Option<String>,
 }
 
+impl fmt::Debug for ChannelMockConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChannelMockConfig")
+            .field("auth", &self.auth)
+            .field("capacity", &self.capacity)
+            .field("faults", &self.faults)
+            .field("responses", &self.responses)
+            .field("dwh_url", &self.dwh_url.as_deref().map(redact_url))
+            .finish()
+    }
+}
+
+/// What the control API and `Debug` show in place of a secret. A `PUT responses` that sends it as
+/// `token` or `hmac_secret` keeps the secret in force, so a `GET`-edit-`PUT` round trip works.
+pub const REDACTED: &str = "***";
+
 /// Automatic responses to accepted messages: webhooks to `webhook_url` (wink, elk) or rows of
 /// the DWH table (eissd). Every field has a default, so a control request may send only the
-/// fields it changes.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// fields it changes. `Debug` and [`ResponsesConfig::redacted`] hide `token` and `hmac_secret`.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ResponsesConfig {
     /// Contract kind names sent for every accepted message, in order: wink `delivered`, `shown`,
@@ -135,6 +153,28 @@ impl Default for ResponsesConfig {
     }
 }
 
+impl fmt::Debug for ResponsesConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponsesConfig")
+            .field("kinds", &self.kinds)
+            .field("delay_ms", &self.delay_ms)
+            .field("webhook_url", &self.webhook_url.as_deref().map(redact_url))
+            .field("token", &self.token.as_ref().map(|_| Redacted))
+            .field("hmac_secret", &self.hmac_secret.as_ref().map(|_| Redacted))
+            .field("duplicate_rate", &self.duplicate_rate)
+            .finish()
+    }
+}
+
+/// Debugs as `***`.
+struct Redacted;
+
+impl fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(REDACTED)
+    }
+}
+
 impl ResponsesConfig {
     /// The usual life of a message: wink `delivered, shown, clicked`; elk
     /// `delivered, read, offer_accepted`; eissd `interested`. No destination is set.
@@ -165,9 +205,75 @@ impl ResponsesConfig {
         if let Some(url) = &self.webhook_url
             && reqwest::Url::parse(url).is_err()
         {
-            return Err(format!("webhook_url is not a URL: {url}"));
+            return Err(format!("webhook_url is not a URL: {}", redact_url(url)));
         }
         Ok(())
+    }
+
+    /// A copy with `token` and `hmac_secret` shown as [`REDACTED`] when set (`None` stays
+    /// `None`): what the control API returns.
+    pub fn redacted(&self) -> ResponsesConfig {
+        let hide = |secret: &Option<String>| secret.as_ref().map(|_| REDACTED.to_owned());
+        ResponsesConfig {
+            token: hide(&self.token),
+            hmac_secret: hide(&self.hmac_secret),
+            ..self.clone()
+        }
+    }
+
+    /// `self` with a `token` or `hmac_secret` of [`REDACTED`] replaced by `current`'s (which may
+    /// be `None`): how the control API applies a `PUT` of what a `GET` returned.
+    pub(crate) fn keeping_secrets_of(self, current: &ResponsesConfig) -> ResponsesConfig {
+        let keep = |given: Option<String>, current: &Option<String>| match given {
+            Some(given) if given == REDACTED => current.clone(),
+            given => given,
+        };
+        ResponsesConfig {
+            token: keep(self.token, &current.token),
+            hmac_secret: keep(self.hmac_secret, &current.hmac_secret),
+            ..self
+        }
+    }
+}
+
+/// `url` with its password (`scheme://user:***@host/…`, or a `password=` query parameter) shown
+/// as [`REDACTED`], for logs and start-up lines. Returned as given when it has no password; an
+/// unparsable URL with user info (`…@…`) loses everything between `://` and the last `@`.
+pub fn redact_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut parsed) => {
+            let query_password = parsed
+                .query_pairs()
+                .any(|(key, _)| key.eq_ignore_ascii_case("password"));
+            if parsed.password().is_none() && !query_password {
+                return url.to_owned();
+            }
+            if parsed.password().is_some() {
+                // Fails only for URLs that cannot have a password, and this one has one.
+                let _ = parsed.set_password(Some(REDACTED));
+            }
+            if query_password {
+                let pairs: Vec<(String, String)> = parsed
+                    .query_pairs()
+                    .map(|(key, value)| {
+                        let value = if key.eq_ignore_ascii_case("password") {
+                            REDACTED.to_owned()
+                        } else {
+                            value.into_owned()
+                        };
+                        (key.into_owned(), value)
+                    })
+                    .collect();
+                parsed.query_pairs_mut().clear().extend_pairs(pairs);
+            }
+            parsed.to_string()
+        }
+        Err(_) => match (url.find("://"), url.rfind('@')) {
+            (Some(start), Some(at)) if at > start + 3 => {
+                format!("{}{REDACTED}{}", &url[..start + 3], &url[at..])
+            }
+            _ => url.to_owned(),
+        },
     }
 }
 
@@ -388,5 +494,68 @@ async fn poll_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
             return false;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redact_url_hides_passwords_only() {
+        for (url, shown) in [
+            (
+                "postgres://clm:s3cret@postgres:5432/clm",
+                "postgres://clm:***@postgres:5432/clm",
+            ),
+            (
+                "postgresql://u:p@dwh/db?sslmode=require",
+                "postgresql://u:***@dwh/db?sslmode=require",
+            ),
+            (
+                "postgres://dwh/db?user=u&password=s3cret",
+                "postgres://dwh/db?user=u&password=***",
+            ),
+            (
+                "http://u:s3cret@hub:8080/ingest",
+                "http://u:***@hub:8080/ingest",
+            ),
+            ("postgres://clm@postgres/clm", "postgres://clm@postgres/clm"),
+            (
+                "sqlite://./data/eissd-dwh.db",
+                "sqlite://./data/eissd-dwh.db",
+            ),
+            ("http://hub:8080/ingest/wink", "http://hub:8080/ingest/wink"),
+            ("not a url://u:s3cret@host", "not a url://***@host"),
+        ] {
+            assert_eq!(redact_url(url), shown, "{url}");
+        }
+    }
+
+    #[test]
+    fn redacted_and_keeping_secrets_round_trip() {
+        let current = ResponsesConfig {
+            token: Some("t".into()),
+            hmac_secret: Some("s".into()),
+            ..ResponsesConfig::typical(ChannelId::Wink)
+        };
+        let shown = current.redacted();
+        assert_eq!(shown.token.as_deref(), Some(REDACTED));
+        assert_eq!(shown.hmac_secret.as_deref(), Some(REDACTED));
+        assert_eq!(shown.kinds, current.kinds);
+        assert_eq!(shown.clone().keeping_secrets_of(&current), current);
+        assert_eq!(
+            ResponsesConfig::default().redacted(),
+            ResponsesConfig::default()
+        );
+
+        let replaced = ResponsesConfig {
+            token: Some("new".into()),
+            hmac_secret: None,
+            ..shown
+        }
+        .keeping_secrets_of(&current);
+        assert_eq!(replaced.token.as_deref(), Some("new"));
+        assert_eq!(replaced.hmac_secret, None);
     }
 }

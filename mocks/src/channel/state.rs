@@ -17,10 +17,6 @@ use super::wire::{Kind, Target};
 use super::{ChannelMockConfig, DEFAULT_CAPACITY, ExpectedAuth, ResponsesConfig};
 use crate::faults::{FaultState, Faults, Outcome};
 
-/// Longest a request is held by the timeout fault: a cap, so held requests of a long run with
-/// clients that never give up cannot pile up forever.
-const MAX_HOLD: Duration = Duration::from_secs(300);
-
 pub(crate) struct Shared {
     pub(crate) channel: ChannelId,
     control: Mutex<Control>,
@@ -88,21 +84,12 @@ impl Shared {
 
     /// Waits out the injected latency; returns early on shutdown.
     pub(crate) async fn pause(&self, latency: Duration) {
-        if !latency.is_zero() {
-            tokio::select! {
-                () = tokio::time::sleep(latency) => {}
-                () = self.shutdown.cancelled() => {}
-            }
-        }
+        crate::faults::pause(latency, &self.shutdown).await;
     }
 
-    /// Holds a request that must not be answered, until shutdown (or [`MAX_HOLD`]). When the
-    /// client gives up and closes the connection, the server drops this future.
+    /// Holds a request that must not be answered, until shutdown.
     pub(crate) async fn hold(&self) {
-        tokio::select! {
-            () = tokio::time::sleep(MAX_HOLD) => {}
-            () = self.shutdown.cancelled() => {}
-        }
+        crate::faults::hold(&self.shutdown).await;
     }
 
     pub(crate) fn set_faults(&self, faults: Faults) {
@@ -118,6 +105,16 @@ impl Shared {
             tracing::warn!(channel = %self.channel, %reason, "channel mock responses: what is wrong is skipped");
         }
         self.control().responses = Arc::new(responses);
+    }
+
+    /// Replaces the response settings as `PUT responses` does: a `token` or `hmac_secret` of
+    /// `"***"` keeps the one in force (read and replaced under one lock). Returns what is now in
+    /// force.
+    pub(crate) fn put_responses(&self, responses: ResponsesConfig) -> Arc<ResponsesConfig> {
+        let mut control = self.control();
+        let responses = Arc::new(responses.keeping_secrets_of(&control.responses));
+        control.responses = responses.clone();
+        responses
     }
 
     pub(crate) fn responses(&self) -> Arc<ResponsesConfig> {

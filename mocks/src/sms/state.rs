@@ -12,10 +12,6 @@ use super::record::{Recorder, SmsStats};
 use super::{Credentials, SmsMockConfig};
 use crate::faults::{FaultState, Faults, Outcome};
 
-/// Longest a request is held by the timeout fault: a cap, so held requests of a long run with
-/// clients that never give up cannot pile up forever.
-const MAX_HOLD: Duration = Duration::from_secs(300);
-
 pub(crate) struct Shared {
     control: Mutex<Control>,
     pub(crate) recorder: Recorder,
@@ -113,21 +109,12 @@ impl Shared {
 
     /// Waits out the injected latency; returns early on shutdown.
     pub(crate) async fn pause(&self, latency: Duration) {
-        if !latency.is_zero() {
-            tokio::select! {
-                () = tokio::time::sleep(latency) => {}
-                () = self.shutdown.cancelled() => {}
-            }
-        }
+        crate::faults::pause(latency, &self.shutdown).await;
     }
 
-    /// Holds a request that must not be answered, until shutdown (or [`MAX_HOLD`]). When the
-    /// client gives up and closes the connection, the server drops this future.
+    /// Holds a request that must not be answered, until shutdown.
     pub(crate) async fn hold(&self) {
-        tokio::select! {
-            () = tokio::time::sleep(MAX_HOLD) => {}
-            () = self.shutdown.cancelled() => {}
-        }
+        crate::faults::hold(&self.shutdown).await;
     }
 
     pub(crate) fn set_faults(&self, faults: Faults) {

@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::harness::{Receiver, WAIT, client, request, send, start, start_with};
+use crate::webhooks::{SECRET, TOKEN, assert_authenticated};
 
 #[tokio::test]
 async fn received_stats_faults_and_reset() {
@@ -113,8 +114,13 @@ async fn responses_are_set_over_control_and_respond_sends_one_now() {
         .json()
         .await
         .unwrap();
-    assert_eq!(now, mock.responses());
-    assert_eq!(now.token.as_deref(), Some("t"));
+    assert_eq!(now, mock.responses().redacted());
+    assert_eq!(
+        now.token.as_deref(),
+        Some("***"),
+        "the token is not handed out"
+    );
+    assert_eq!(mock.responses().token.as_deref(), Some("t"));
     assert!(now.kinds.is_empty(), "no automatic responses");
 
     let answer: wink::SendResponse = send(&mock, &request(ChannelId::Wink, id))
@@ -155,6 +161,137 @@ async fn responses_are_set_over_control_and_respond_sends_one_now() {
         let error: Value = bad.json().await.unwrap();
         assert_eq!(error["error"], "invalid_request");
     }
+}
+
+/// `GET responses` of `mock`: the raw body, and parsed.
+async fn get_responses(control: &str) -> (String, ResponsesConfig) {
+    let response = client()
+        .get(format!("{control}/responses"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.unwrap();
+    let parsed = serde_json::from_str(&text).unwrap();
+    (text, parsed)
+}
+
+async fn put_responses(control: &str, body: &Value) -> (String, ResponsesConfig) {
+    let response = client()
+        .put(format!("{control}/responses"))
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{body}");
+    let text = response.text().await.unwrap();
+    let parsed = serde_json::from_str(&text).unwrap();
+    (text, parsed)
+}
+
+#[tokio::test]
+async fn control_never_hands_out_secrets_and_a_put_of_stars_keeps_them() {
+    let receiver = Receiver::start().await;
+    let mock = start_with(ChannelId::Wink, ChannelMockConfig::default()).await;
+    let control = mock.control_url();
+
+    // Unset secrets are null.
+    let (_, unset) = get_responses(&control).await;
+    assert_eq!((unset.token, unset.hmac_secret), (None, None));
+
+    // Set over control: the answer to the PUT and every GET show "***".
+    let (put_text, put) = put_responses(
+        &control,
+        &json!({
+            "webhook_url": receiver.url(ChannelId::Wink),
+            "token": TOKEN,
+            "hmac_secret": SECRET,
+            "delay_ms": 5,
+        }),
+    )
+    .await;
+    let (get_text, got) = get_responses(&control).await;
+    for text in [&put_text, &get_text] {
+        assert!(!text.contains(TOKEN) && !text.contains(SECRET), "{text}");
+    }
+    for shown in [&put, &got] {
+        assert_eq!(shown.token.as_deref(), Some("***"));
+        assert_eq!(shown.hmac_secret.as_deref(), Some("***"));
+    }
+    assert_eq!(mock.responses().token.as_deref(), Some(TOKEN));
+    assert_eq!(mock.responses().hmac_secret.as_deref(), Some(SECRET));
+
+    // GET, edit, PUT: the "***" keep the secrets, the edit applies.
+    let mut edited: Value = serde_json::from_str(&get_text).unwrap();
+    edited["kinds"] = json!(["delivered", "clicked"]);
+    let (put_text, put) = put_responses(&control, &edited).await;
+    assert!(!put_text.contains(TOKEN) && !put_text.contains(SECRET));
+    assert_eq!(put.kinds, ["delivered", "clicked"]);
+    let now = mock.responses();
+    assert_eq!(now.kinds, ["delivered", "clicked"]);
+    assert_eq!(now.token.as_deref(), Some(TOKEN));
+    assert_eq!(now.hmac_secret.as_deref(), Some(SECRET));
+    assert_eq!(now.webhook_url, Some(receiver.url(ChannelId::Wink)));
+
+    // The webhooks still carry the real token and a signature made with the real secret.
+    send(&mock, &request(ChannelId::Wink, Uuid::new_v4())).await;
+    let hooks = receiver.wait_for(2).await;
+    for hook in &hooks {
+        assert_authenticated(hook);
+    }
+
+    // Omitted means none, as before.
+    let (_, cleared) = put_responses(
+        &control,
+        &json!({"webhook_url": receiver.url(ChannelId::Wink)}),
+    )
+    .await;
+    assert_eq!((cleared.token, cleared.hmac_secret), (None, None));
+    assert_eq!(mock.responses().token, None);
+    assert_eq!(mock.responses().hmac_secret, None);
+
+    // "***" with no secret in force keeps none; a new value replaces it.
+    let (_, still_none) = put_responses(&control, &json!({"token": "***"})).await;
+    assert_eq!(still_none.token, None);
+    assert_eq!(mock.responses().token, None);
+    put_responses(&control, &json!({"token": "new", "hmac_secret": "***"})).await;
+    assert_eq!(mock.responses().token.as_deref(), Some("new"));
+    assert_eq!(mock.responses().hmac_secret, None);
+}
+
+#[test]
+fn debug_of_the_settings_hides_every_secret() {
+    use clm_mocks::ExpectedAuth;
+    let config = ChannelMockConfig {
+        auth: Some(ExpectedAuth::Basic {
+            username: "user".into(),
+            password: "auth-password".into(),
+        }),
+        responses: ResponsesConfig {
+            webhook_url: Some("http://hook:webhook-password@hub/ingest/wink".into()),
+            token: Some(TOKEN.into()),
+            hmac_secret: Some(SECRET.into()),
+            ..ResponsesConfig::typical(ChannelId::Eissd)
+        },
+        dwh_url: Some("postgres://clm:dwh-password@postgres:5432/clm".into()),
+        ..ChannelMockConfig::default()
+    };
+    let debug = format!("{config:?} {:#?}", config.responses);
+    for secret in [
+        "auth-password",
+        "webhook-password",
+        TOKEN,
+        SECRET,
+        "dwh-password",
+    ] {
+        assert!(!debug.contains(secret), "{secret} in {debug}");
+    }
+    assert!(
+        debug.contains("postgres://clm:***@postgres:5432/clm"),
+        "{debug}"
+    );
+    assert!(debug.contains("token: Some(***)"), "{debug}");
+    assert!(debug.contains("interested"), "the rest is shown: {debug}");
 }
 
 #[tokio::test]

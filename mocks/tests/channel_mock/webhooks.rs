@@ -12,8 +12,8 @@ use uuid::Uuid;
 
 use crate::harness::{Hook, Receiver, WAIT, request, send, start_with};
 
-const SECRET: &str = "hmac-secret";
-const TOKEN: &str = "ingest-token";
+pub const SECRET: &str = "hmac-secret";
+pub const TOKEN: &str = "ingest-token";
 
 fn responses(channel: ChannelId, receiver: &Receiver) -> ResponsesConfig {
     ResponsesConfig {
@@ -26,7 +26,7 @@ fn responses(channel: ChannelId, receiver: &Receiver) -> ResponsesConfig {
 }
 
 /// Checks `X-CLM-Signature: sha256=<hex>` against the raw body, and the token header.
-fn assert_authenticated(hook: &Hook) {
+pub fn assert_authenticated(hook: &Hook) {
     assert_eq!(hook.headers["x-clm-token"], TOKEN);
     assert_eq!(hook.headers["authorization"], format!("Bearer {TOKEN}"));
     assert_eq!(hook.headers["content-type"], "application/json");

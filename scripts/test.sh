@@ -84,6 +84,7 @@ else
     # The secrets are required (${VAR:?}) for a real `up`; placeholders suffice to validate.
     if CLM_HUB__SERVER__API_TOKEN="${CLM_HUB__SERVER__API_TOKEN:-compose-config-check}" \
         CLM_HUB__CHANNELS__SMS__INGEST__TOKEN="${CLM_HUB__CHANNELS__SMS__INGEST__TOKEN:-compose-config-check}" \
+        CLM_WEBHOOK_TOKEN="${CLM_WEBHOOK_TOKEN:-compose-config-check}" \
         "${compose[@]}" -f docker-compose.yml config -q; then
         say "ok: docker-compose.yml is valid (${compose[*]} config -q)"
     else

@@ -56,6 +56,25 @@ export CLM_TEST_REQUIRE_SERVICES=1
 
 failed=()
 
+# --- tools --------------------------------------------------------------------
+# xmllint (Debian's libxml2-utils) validates the SOAP contracts and sample
+# envelopes in wsdl/: contracts/tests/wsdl.rs fails (never skips) without it.
+if ! command -v xmllint >/dev/null 2>&1; then
+    if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+        say "xmllint not found: installing libxml2-utils (apt-get)"
+        if DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libxml2-utils >/dev/null; then
+            say "ok: $(xmllint --version 2>&1 | head -n 1)"
+        else
+            say "FAILED: apt-get install libxml2-utils; the wsdl/ tests will fail"
+            failed+=("installing libxml2-utils")
+        fi
+    else
+        say "FAILED: xmllint not found and installing it needs root and apt-get: apt-get install libxml2-utils; the wsdl/ tests will fail"
+        failed+=("xmllint missing (libxml2-utils)")
+    fi
+fi
+
 # --- tests --------------------------------------------------------------------
 if cargo nextest --version >/dev/null 2>&1; then
     say "cargo nextest run --workspace --all-targets --no-fail-fast $*"

@@ -9,14 +9,21 @@
 //! - [`json_http`]: the HTTP(S) JSON channels `wink`, `elk` and `eissd` (request mapping, TLS with
 //!   a private CA and client certificates, answer classification), Wink / ELK webhook parsing and
 //!   EISSD's DWH rows as reports.
+//! - [`soap`]: the SOAP envelope codec of the CRM channels (`wsdl/`): SOAP 1.1 / 1.2 envelopes
+//!   and faults for the messages of `clm_contracts::soap`, WS-Security UsernameToken, and a
+//!   defensive reader (no DTDs or entities, bounded size and depth).
+//! - [`crm`]: the CRM channels over SOAP (SAP CRM; Amdocs and CRM B2C through the ESB):
+//!   bundles, per-item outcomes, reconciliation by status query after a lost answer.
 //!
 //! Connectors are the open set of the hub, so a trait object: the hub builds one per enabled
 //! channel from its config and wraps it in the channel's policy stack. Policy (timeouts, rate,
 //! retries) is not a connector's business; classification is.
 
+pub mod crm;
 pub mod json_http;
 pub mod outcome;
 pub mod sms;
+pub mod soap;
 
 use async_trait::async_trait;
 use clm_contracts::{ChannelId, Communication};

@@ -11,6 +11,8 @@
 //! - [`sms`]: GSM 03.38 / UCS-2 encoding choice and segment counting.
 //! - [`channels`]: wire contracts of the HTTP JSON channels `wink`, `elk` and `eissd`.
 //! - [`schema`]: the JSON Schemas generated into `contracts/schema/`.
+//! - [`soap`]: the messages of the SOAP services in `wsdl/` (SAP CRM, CRM ESB, the hub's
+//!   response service), namespaces and soapActions.
 
 pub mod api;
 pub mod channel;
@@ -20,6 +22,7 @@ pub mod events;
 pub mod lifecycle;
 pub mod schema;
 pub mod sms;
+pub mod soap;
 
 pub use channel::ChannelId;
 pub use communication::{Communication, Content, ValidationError};

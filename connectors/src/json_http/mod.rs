@@ -103,7 +103,7 @@ pub struct TlsFiles {
 /// never a secret.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
-    #[error("channel `{0}` is not an HTTP JSON channel (wink, elk, eissd)")]
+    #[error("channel `{0}` has no connector of this kind")]
     Channel(ChannelId),
     #[error("base_url: {0}")]
     BaseUrl(String),
@@ -120,6 +120,22 @@ pub enum BuildError {
     Tls(String),
     #[error("cannot build the HTTP client: {0}")]
     Client(String),
+}
+
+/// The HTTP client for an endpoint, as every HTTP channel builds it: rustls with the system
+/// roots plus `ca_file`, the client identity, the pool, no redirects. Shared with the SOAP
+/// channels ([`crate::crm`]).
+pub fn build_client(endpoint: &Endpoint) -> Result<reqwest::Client, BuildError> {
+    client::auth_header(&endpoint.auth)?;
+    client::build(endpoint)
+}
+
+/// The auth header of an endpoint (`None` without auth, or when it is invalid, which
+/// [`build_client`] refuses first).
+pub fn auth_header_of(
+    endpoint: &Endpoint,
+) -> Option<(reqwest::header::HeaderName, reqwest::header::HeaderValue)> {
+    client::auth_header(&endpoint.auth).ok().flatten()
 }
 
 /// Most bytes of a channel's answer read; the rest is dropped (the answers are small JSON).

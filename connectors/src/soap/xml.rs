@@ -1,0 +1,314 @@
+//! A small, defensive XML reader: bytes to a tree of namespace-resolved elements.
+//!
+//! Refuses before anything is expanded: DTDs (so no external or recursive entities can exist),
+//! entity references other than the five predefined ones, processing instructions. Bounded in
+//! size and depth; never recurses over the input.
+
+use quick_xml::XmlVersion;
+use quick_xml::events::{BytesStart, Event};
+use quick_xml::name::{QName, ResolveResult};
+use quick_xml::reader::NsReader;
+
+use super::{Limits, SoapError};
+
+/// One element: its expanded name, attributes, child elements and text content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Node {
+    /// Namespace URI; `None` for an element in no namespace.
+    pub ns: Option<String>,
+    pub local: String,
+    pub attrs: Vec<Attr>,
+    pub children: Vec<Node>,
+    /// All character data directly inside the element (text, references, CDATA), concatenated;
+    /// comments dropped.
+    pub text: String,
+    /// When the (trimmed) text is a prefixed QName (`soap:Client`), the namespace its prefix is
+    /// bound to in the element's scope.
+    pub text_ns: Option<String>,
+}
+
+/// One attribute (namespace declarations are not kept).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Attr {
+    pub ns: Option<String>,
+    pub local: String,
+    pub value: String,
+}
+
+impl Node {
+    pub fn is(&self, ns: &str, local: &str) -> bool {
+        self.ns.as_deref() == Some(ns) && self.local == local
+    }
+
+    pub fn attr(&self, ns: Option<&str>, local: &str) -> Option<&str> {
+        self.attrs
+            .iter()
+            .find(|a| a.ns.as_deref() == ns && a.local == local)
+            .map(|a| a.value.as_str())
+    }
+
+    /// Child elements in `ns` named `local`.
+    pub fn children_named<'a, 'n>(
+        &'a self,
+        ns: &'n str,
+        local: &'n str,
+    ) -> impl Iterator<Item = &'a Node> + use<'a, 'n> {
+        self.children.iter().filter(move |c| c.is(ns, local))
+    }
+}
+
+/// Reads `bytes` (UTF-8, or UTF-16 with a byte order mark) into the root element's tree.
+pub(super) fn parse(bytes: &[u8], limits: Limits) -> Result<Node, SoapError> {
+    if bytes.len() > limits.max_bytes {
+        return Err(SoapError::TooLarge {
+            max: limits.max_bytes,
+            unit: "bytes",
+        });
+    }
+    let text = decode(bytes)?;
+    let mut reader = NsReader::from_str(&text);
+    // A SOAP message needs a handful of namespaces; bounds the cost of resolving prefixes.
+    reader.resolver_mut().set_max_namespace_bindings(64);
+    let mut stack: Vec<Node> = Vec::new();
+    let mut root: Option<Node> = None;
+    let mut nodes = 0usize;
+    loop {
+        let (resolved, event) = match reader.read_resolved_event() {
+            Ok((r, e)) => (resolved_ns(r), e),
+            Err(e) => {
+                let at = reader.error_position();
+                return Err(SoapError::NotXml(format!("{} at byte {at}", describe(&e))));
+            }
+        };
+        match event {
+            Event::Decl(decl) => {
+                if let Some(enc) = decl.encoding() {
+                    let enc = enc.map_err(|_| SoapError::NotXml("bad XML declaration".into()))?;
+                    let enc = enc.to_ascii_lowercase();
+                    if !matches!(enc.as_str(), "utf-8" | "utf8" | "utf-16" | "us-ascii") {
+                        return Err(SoapError::NotXml("unsupported encoding".into()));
+                    }
+                }
+            }
+            Event::DocType(_) => return Err(SoapError::Forbidden("DTD (DOCTYPE)")),
+            Event::PI(_) => return Err(SoapError::Forbidden("processing instruction")),
+            Event::Start(start) => {
+                let node = open(&reader, resolved?, &start, &mut nodes, limits)?;
+                if root.is_some() {
+                    return Err(SoapError::NotXml("content after the root element".into()));
+                }
+                if stack.len() + 1 > limits.max_depth {
+                    return Err(SoapError::TooDeep {
+                        max: limits.max_depth,
+                    });
+                }
+                stack.push(node);
+            }
+            Event::Empty(start) => {
+                let node = open(&reader, resolved?, &start, &mut nodes, limits)?;
+                if root.is_some() {
+                    return Err(SoapError::NotXml("content after the root element".into()));
+                }
+                if stack.len() + 1 > limits.max_depth {
+                    return Err(SoapError::TooDeep {
+                        max: limits.max_depth,
+                    });
+                }
+                close(&reader, node, &mut stack, &mut root);
+            }
+            Event::End(_) => {
+                // The reader checked that the end tag matches the open element.
+                let node = stack
+                    .pop()
+                    .ok_or_else(|| SoapError::NotXml("unexpected end tag".into()))?;
+                close(&reader, node, &mut stack, &mut root);
+            }
+            Event::Text(t) => match stack.last_mut() {
+                Some(top) => top.text.push_str(&t.xml10_content()),
+                None if t.chars().all(is_xml_space) => {}
+                None => return Err(SoapError::NotXml("text outside the root element".into())),
+            },
+            Event::CData(c) => match stack.last_mut() {
+                Some(top) => top.text.push_str(&c.xml10_content()),
+                None => return Err(SoapError::NotXml("CDATA outside the root element".into())),
+            },
+            Event::GeneralRef(r) => {
+                let ch = if r.is_char_ref() {
+                    match r.resolve_char_ref() {
+                        Ok(Some(c)) if is_xml_char(c) => c,
+                        _ => return Err(SoapError::NotXml("bad character reference".into())),
+                    }
+                } else {
+                    predefined(&r).ok_or(SoapError::Forbidden("entity reference"))?
+                };
+                match stack.last_mut() {
+                    Some(top) => top.text.push(ch),
+                    None => return Err(SoapError::NotXml("text outside the root element".into())),
+                }
+            }
+            Event::Comment(_) => {}
+            Event::Eof => {
+                if !stack.is_empty() {
+                    return Err(SoapError::NotXml("unexpected end of document".into()));
+                }
+                return root.ok_or_else(|| SoapError::NotXml("no root element".into()));
+            }
+        }
+    }
+}
+
+/// Strips a UTF-8 byte order mark, transcodes UTF-16 (with a byte order mark).
+fn decode(bytes: &[u8]) -> Result<std::borrow::Cow<'_, str>, SoapError> {
+    let utf16 = |be: bool| -> Result<std::borrow::Cow<'_, str>, SoapError> {
+        let body = &bytes[2..];
+        if !body.len().is_multiple_of(2) {
+            return Err(SoapError::NotXml("truncated UTF-16".into()));
+        }
+        let units = body.chunks_exact(2).map(|p| {
+            if be {
+                u16::from_be_bytes([p[0], p[1]])
+            } else {
+                u16::from_le_bytes([p[0], p[1]])
+            }
+        });
+        char::decode_utf16(units)
+            .collect::<Result<String, _>>()
+            .map(Into::into)
+            .map_err(|_| SoapError::NotXml("invalid UTF-16".into()))
+    };
+    match bytes {
+        [0xEF, 0xBB, 0xBF, rest @ ..] => std::str::from_utf8(rest)
+            .map(Into::into)
+            .map_err(|_| SoapError::NotXml("invalid UTF-8".into())),
+        [0xFE, 0xFF, ..] => utf16(true),
+        [0xFF, 0xFE, ..] => utf16(false),
+        _ => std::str::from_utf8(bytes)
+            .map(Into::into)
+            .map_err(|_| SoapError::NotXml("invalid UTF-8".into())),
+    }
+}
+
+fn resolved_ns(r: ResolveResult<'_>) -> Result<Option<String>, SoapError> {
+    match r {
+        ResolveResult::Bound(ns) => Ok(Some(ns.0.to_owned())),
+        ResolveResult::Unbound => Ok(None),
+        ResolveResult::Unknown(_) => Err(SoapError::NotXml("undeclared namespace prefix".into())),
+    }
+}
+
+fn open(
+    reader: &NsReader<&[u8]>,
+    ns: Option<String>,
+    start: &BytesStart<'_>,
+    nodes: &mut usize,
+    limits: Limits,
+) -> Result<Node, SoapError> {
+    let mut count = || {
+        *nodes += 1;
+        if *nodes > limits.max_nodes {
+            return Err(SoapError::TooLarge {
+                max: limits.max_nodes,
+                unit: "elements and attributes",
+            });
+        }
+        Ok(())
+    };
+    count()?;
+    let mut attrs = Vec::new();
+    for attr in start.attributes() {
+        let attr = attr.map_err(|_| SoapError::NotXml("bad attribute".into()))?;
+        count()?;
+        if attr.key.as_namespace_binding().is_some() {
+            continue;
+        }
+        check_refs(&attr.value)?;
+        let value = attr
+            .normalized_value(XmlVersion::Implicit1_0)
+            .map_err(|_| SoapError::NotXml("bad attribute value".into()))?;
+        let (ns, local) = reader.resolver().resolve_attribute(attr.key);
+        let ns = resolved_ns(ns)?;
+        attrs.push(Attr {
+            ns,
+            local: local.as_ref().to_owned(),
+            value: value.into_owned(),
+        });
+    }
+    Ok(Node {
+        ns,
+        local: start.local_name().as_ref().to_owned(),
+        attrs,
+        children: Vec::new(),
+        text: String::new(),
+        text_ns: None,
+    })
+}
+
+/// Finishes `node` (still in its namespace scope) and hangs it into its parent or makes it the
+/// root.
+fn close(reader: &NsReader<&[u8]>, mut node: Node, stack: &mut [Node], root: &mut Option<Node>) {
+    let text = node.text.trim_matches(is_xml_space);
+    if node.children.is_empty() && text.len() <= 256 && !text.contains(is_xml_space) {
+        let qname = QName(text);
+        if let Some(prefix) = qname.prefix()
+            && let ResolveResult::Bound(ns) = reader.resolver().resolve_prefix(Some(prefix), true)
+        {
+            node.text_ns = Some(ns.0.to_owned());
+        }
+    }
+    match stack.last_mut() {
+        Some(parent) => parent.children.push(node),
+        None => *root = Some(node),
+    }
+}
+
+/// Refuses entity references other than the predefined ones and character references in an
+/// attribute value (the reader would otherwise report them as plain syntax errors).
+fn check_refs(raw: &str) -> Result<(), SoapError> {
+    let mut rest = raw;
+    while let Some(i) = rest.find('&') {
+        rest = &rest[i + 1..];
+        let end = rest
+            .find(';')
+            .ok_or_else(|| SoapError::NotXml("bad attribute value".into()))?;
+        let name = &rest[..end];
+        if !name.starts_with('#') && predefined(name).is_none() {
+            return Err(SoapError::Forbidden("entity reference"));
+        }
+        rest = &rest[end + 1..];
+    }
+    Ok(())
+}
+
+fn predefined(name: &str) -> Option<char> {
+    match name {
+        "lt" => Some('<'),
+        "gt" => Some('>'),
+        "amp" => Some('&'),
+        "apos" => Some('\''),
+        "quot" => Some('"'),
+        _ => None,
+    }
+}
+
+pub(super) fn is_xml_space(c: char) -> bool {
+    matches!(c, ' ' | '\t' | '\n' | '\r')
+}
+
+/// The `Char` production of XML 1.0.
+pub(super) fn is_xml_char(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
+}
+
+/// A short description of a reader error that echoes nothing of the input.
+fn describe(e: &quick_xml::Error) -> &'static str {
+    use quick_xml::Error;
+    match e {
+        Error::Io(_) => "read error",
+        Error::Syntax(_) => "syntax error",
+        Error::IllFormed(_) => "ill-formed document",
+        Error::InvalidAttr(_) => "bad attribute",
+        Error::Encoding(_) => "bad encoding",
+        Error::Escape(_) => "bad reference",
+        Error::Namespace(_) => "bad namespace declaration",
+    }
+}

@@ -41,10 +41,20 @@ use state::Shared;
 pub const DEFAULT_CAPACITY: usize = 200_000;
 
 /// Kannel `username`/`password` the mock requires.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Credentials {
     pub username: String,
     pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The password never reaches a log line.
+        f.debug_struct("Credentials")
+            .field("username", &self.username)
+            .field("password", &"***")
+            .finish()
+    }
 }
 
 /// How a mock starts; [`SmsMock::start`] uses the defaults.
@@ -252,4 +262,24 @@ fn new_message_id() -> String {
     uuid::Builder::from_random_bytes(rand::random::<u128>().to_le_bytes())
         .into_uuid()
         .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn credentials_never_print_the_password() {
+        let c = super::Credentials {
+            username: "clm".into(),
+            password: "hunter2".into(),
+        };
+        let shown = format!(
+            "{c:?} {:?}",
+            super::SmsMockConfig {
+                credentials: Some(c.clone()),
+                ..Default::default()
+            }
+        );
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("clm"));
+    }
 }

@@ -9,9 +9,8 @@
 //! - [`json_http`]: the HTTP(S) JSON channels `wink`, `elk` and `eissd` (request mapping, TLS with
 //!   a private CA and client certificates, answer classification), Wink / ELK webhook parsing and
 //!   EISSD's DWH rows as reports.
-//! - [`soap`]: the SOAP envelope codec of the CRM channels (`wsdl/`): SOAP 1.1 / 1.2 envelopes
-//!   and faults for the messages of `clm_contracts::soap`, WS-Security UsernameToken, and a
-//!   defensive reader (no DTDs or entities, bounded size and depth).
+//! - [`soap`]: the SOAP envelope codec of the CRM channels, re-exported from
+//!   `clm_contracts::soap::codec` (the mocks use the same one).
 //! - [`crm`]: the CRM channels over SOAP (SAP CRM; Amdocs and CRM B2C through the ESB):
 //!   bundles, per-item outcomes, reconciliation by status query after a lost answer.
 //!

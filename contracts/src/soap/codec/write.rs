@@ -4,13 +4,13 @@
 
 use std::fmt::Write as _;
 
-use chrono::{DateTime, SecondsFormat, Utc};
-use clm_contracts::soap::{
+use crate::soap::{
     COMMON_NS, ClmFault, CommunicationItem, CrmService, GetCommunicationStatus,
     GetCommunicationStatusResponse, ItemResult, ItemStatus, RESPONSES_NS, SOAP12_NS,
     SendCommunications, SendCommunicationsResponse, SubmitResponses, SubmitResponsesResponse,
     WSSE_NS, WSSE_PASSWORD_TEXT,
 };
+use chrono::{DateTime, SecondsFormat, Utc};
 
 use super::xml::is_xml_char;
 use super::{Body, Fault, FaultCode, HeaderName, SoapVersion, WsSecurity};

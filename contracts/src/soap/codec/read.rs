@@ -1,17 +1,17 @@
 //! Reading envelopes: the element tree of [`super::xml`] to the messages of
-//! [`clm_contracts::soap`].
+//! [`crate::soap`].
 //!
 //! Lenient where real clients differ (prefixes, namespace declarations, order, unknown elements,
 //! `xsi:nil`, whitespace around values), strict on what the schema requires (required elements,
 //! enumerations, dateTimes with a zone, 1 to 1000 repetitions).
 
-use chrono::{DateTime, NaiveDateTime, Utc};
-use clm_contracts::soap::{
+use crate::soap::{
     Attribute, COMMON_NS, ClmFault, CommunicationItem, CrmResponse, CrmService, ESB_NS,
     GetCommunicationStatus, GetCommunicationStatusResponse, ItemResult, ItemStatus, MAX_BUNDLE,
     RESPONSES_NS, ResponseResult, SAP_NS, SendCommunications, SendCommunicationsResponse,
     SubmitResponses, SubmitResponsesResponse, WSSE_NS, WSSE_PASSWORD_TEXT, XSI_NS,
 };
+use chrono::{DateTime, NaiveDateTime, Utc};
 
 use super::xml::{self, Node, is_xml_space};
 use super::{

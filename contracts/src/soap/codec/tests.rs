@@ -2,8 +2,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::soap::*;
 use chrono::{TimeZone, Utc};
-use clm_contracts::soap::*;
 
 use super::*;
 
@@ -738,7 +738,7 @@ fn hub_response_samples_parse_to_the_expected_messages() {
     );
     assert_eq!(
         m.responses[0].kind.response_kind(),
-        clm_contracts::ResponseKind::Clicked
+        crate::ResponseKind::Clicked
     );
 
     let p = parse_sample("hub-responses-SubmitResponses-soap12-request.xml");

@@ -2,8 +2,11 @@
 //! service the hub calls, and the hub's response service the CRMs call back (see `wsdl/README.md`,
 //! "The services, v1", for the contract these types follow).
 //!
-//! No serialisation here: the envelope codec (`clm_connectors::soap`) writes and reads these by
-//! hand, element by element, in the order of the XSD sequences.
+//! No serde: the envelope codec ([`codec`]) writes and reads these by hand, element by element, in
+//! the order of the XSD sequences. The hub, its connectors and the mocks all use this one codec;
+//! what it writes is validated against the XSD with xmllint, so a shared mistake cannot hide.
+
+pub mod codec;
 
 use std::fmt;
 use std::str::FromStr;

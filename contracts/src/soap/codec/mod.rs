@@ -1,5 +1,5 @@
 //! The SOAP envelope codec of the CRM channels (`wsdl/`): writes and reads the messages of
-//! [`clm_contracts::soap`] in SOAP 1.1 and 1.2 envelopes, faults included.
+//! [`crate::soap`] in SOAP 1.1 and 1.2 envelopes, faults included.
 //!
 //! - Writing: [`envelope`] (any message, optionally with a WS-Security UsernameToken header),
 //!   [`fault_envelope`], [`version_mismatch_envelope`], [`must_understand_envelope`]. Elements in
@@ -23,7 +23,7 @@ mod tests;
 
 use std::fmt;
 
-use clm_contracts::soap::{
+use crate::soap::{
     ClmFault, CrmService, GetCommunicationStatus, GetCommunicationStatusResponse, SOAP11_NS,
     SOAP12_NS, SendCommunications, SendCommunicationsResponse, SubmitResponses,
     SubmitResponsesResponse,

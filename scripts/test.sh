@@ -12,6 +12,8 @@
 #                           `scripts/test-services.sh stop` when done)
 #   CLM_TEST_SERVICES       which services to start (default: postgres)
 #   CLM_TEST_SERVICES_DIR   their scratch directory (default: target/test-services)
+#   CLM_TEST_PYTHON         a Python with zeep for hub/tests/it/soap.rs (default: the
+#                           venv target/test-python, made and reused here)
 #
 # Tests get CLM_TEST_PG_URL (and CLM_TEST_REDIS_URL, CLM_TEST_AMQP_URL when those
 # services are selected) and CLM_TEST_REQUIRE_SERVICES=1: under this script a
@@ -72,6 +74,42 @@ if ! command -v xmllint >/dev/null 2>&1; then
     else
         say "FAILED: xmllint not found and installing it needs root and apt-get: apt-get install libxml2-utils; the wsdl/ tests will fail"
         failed+=("xmllint missing (libxml2-utils)")
+    fi
+fi
+
+# Python zeep, a real third-party SOAP client, calls the hub's SOAP response
+# service in hub/tests/it/soap.rs, which runs $CLM_TEST_PYTHON and fails (never
+# skips) without it. A venv in target/test-python, made once and reused while
+# zeep imports; Debian's python3 needs python3-venv for `python3 -m venv`.
+PY_VENV="$ROOT/target/test-python"
+has_zeep() { [[ -x "$PY_VENV/bin/python" ]] && "$PY_VENV/bin/python" -c 'import zeep' >/dev/null 2>&1; }
+make_venv() { rm -rf "$PY_VENV" && python3 -m venv "$PY_VENV" >/dev/null 2>&1; }
+if [[ -n "${CLM_TEST_PYTHON:-}" ]]; then
+    say "CLM_TEST_PYTHON=$CLM_TEST_PYTHON (given): not making $PY_VENV"
+elif has_zeep; then
+    export CLM_TEST_PYTHON="$PY_VENV/bin/python"
+else
+    say "making the Python venv for the zeep tests: $PY_VENV"
+    if ! command -v python3 >/dev/null 2>&1 || ! make_venv; then
+        if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+            say "python3 -m venv failed: installing python3-venv (apt-get)"
+            { DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
+                DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3 python3-venv >/dev/null; } ||
+                say "FAILED: apt-get install python3-venv"
+        fi
+        make_venv || say "FAILED: python3 -m venv $PY_VENV (Debian: apt-get install python3-venv)"
+    fi
+    if [[ -x "$PY_VENV/bin/python" ]]; then
+        say "pip install zeep==4.3.*"
+        "$PY_VENV/bin/python" -m pip install --quiet --disable-pip-version-check 'zeep==4.3.*' ||
+            say "FAILED: pip install zeep==4.3.*"
+    fi
+    if has_zeep; then
+        export CLM_TEST_PYTHON="$PY_VENV/bin/python"
+        say "ok: zeep $("$CLM_TEST_PYTHON" -c 'import zeep; print(zeep.__version__)') in $PY_VENV"
+    else
+        say "FAILED: no Python venv with zeep in $PY_VENV; the SOAP client tests will fail"
+        failed+=("Python venv with zeep")
     fi
 fi
 

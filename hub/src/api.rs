@@ -76,6 +76,10 @@ pub fn router(shared: Arc<Shared>) -> Router {
             "/ingest/{channel}",
             get(crate::ingest::ingest).post(crate::ingest::ingest),
         )
+        .route(
+            "/soap/{service}",
+            get(crate::soap::get).post(crate::soap::post),
+        )
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clm_connectors::Connector;
+use clm_connectors::crm::{CrmConfig, CrmConnector};
 use clm_connectors::json_http::{Auth, Endpoint, JsonHttpConnector, TlsFiles};
 use clm_connectors::sms::{Dialect, SmsConfig, SmsConnector};
 use clm_contracts::ChannelId;
@@ -34,6 +35,10 @@ pub struct Sandbox {
 impl Sandbox {
     pub fn mock(&self, channel: ChannelId) -> Option<&ChannelMock> {
         self.channels.get(&channel)
+    }
+
+    fn crm_url(&self, _channel: ChannelId) -> Option<String> {
+        None
     }
 
     async fn shutdown(self) {
@@ -128,48 +133,100 @@ fn sms_connector(
     ))
 }
 
+/// The endpoint of an HTTP channel: the sandbox mock's URL, or the configured one with its auth
+/// and TLS files; plus the WS-Security credentials of a SOAP channel.
+fn endpoint_of(
+    config: &Config,
+    id: ChannelId,
+    sandbox_url: Option<String>,
+) -> anyhow::Result<(Endpoint, Option<clm_connectors::soap::WsSecurity>)> {
+    let ch = config.channel(id);
+    let connect_timeout = connect_timeout(ch.policy.timeout_ms);
+    let pool_size = ch.policy.concurrency as usize;
+    if let Some(url) = sandbox_url {
+        let endpoint = Endpoint {
+            base_url: url,
+            auth: Auth::None,
+            tls: TlsFiles::default(),
+            connect_timeout,
+            pool_size,
+        };
+        return Ok((endpoint, None));
+    }
+    let e = ch
+        .endpoint
+        .as_ref()
+        .with_context(|| format!("channels.{id}.endpoint is required"))?;
+    let mut ws = None;
+    let auth = match &e.auth {
+        None => Auth::None,
+        Some(AuthConfig::Bearer { token }) => Auth::Bearer {
+            token: token.clone(),
+        },
+        Some(AuthConfig::Basic { username, password }) => Auth::Basic {
+            username: username.clone(),
+            password: password.clone(),
+        },
+        Some(AuthConfig::ApiKey { header, value }) => Auth::ApiKey {
+            header: header.clone(),
+            value: value.clone(),
+        },
+        Some(AuthConfig::WsSecurity { username, password }) => {
+            ws = Some(clm_connectors::soap::WsSecurity {
+                username: username.clone(),
+                password: password.clone(),
+            });
+            Auth::None
+        }
+    };
+    let endpoint = Endpoint {
+        base_url: e.url.clone(),
+        auth,
+        tls: TlsFiles {
+            ca_file: e.ca_file.clone(),
+            client_cert_file: e.client_cert_file.clone(),
+            client_key_file: e.client_key_file.clone(),
+        },
+        connect_timeout,
+        pool_size,
+    };
+    Ok((endpoint, ws))
+}
+
 fn json_http_connector(
     config: &Config,
     id: ChannelId,
     sandbox: Option<&ChannelMock>,
 ) -> anyhow::Result<Arc<dyn Connector>> {
-    let ch = config.channel(id);
-    let endpoint = match (sandbox, &ch.endpoint) {
-        (Some(mock), _) => Endpoint {
-            base_url: mock.base_url(),
-            auth: Auth::None,
-            tls: TlsFiles::default(),
-            connect_timeout: connect_timeout(ch.policy.timeout_ms),
-            pool_size: ch.policy.concurrency as usize,
-        },
-        (None, Some(e)) => Endpoint {
-            base_url: e.url.clone(),
-            auth: match &e.auth {
-                None => Auth::None,
-                Some(AuthConfig::Bearer { token }) => Auth::Bearer {
-                    token: token.clone(),
-                },
-                Some(AuthConfig::Basic { username, password }) => Auth::Basic {
-                    username: username.clone(),
-                    password: password.clone(),
-                },
-                Some(AuthConfig::ApiKey { header, value }) => Auth::ApiKey {
-                    header: header.clone(),
-                    value: value.clone(),
-                },
-            },
-            tls: TlsFiles {
-                ca_file: e.ca_file.clone(),
-                client_cert_file: e.client_cert_file.clone(),
-                client_key_file: e.client_key_file.clone(),
-            },
-            connect_timeout: connect_timeout(ch.policy.timeout_ms),
-            pool_size: ch.policy.concurrency as usize,
-        },
-        (None, None) => anyhow::bail!("channels.{id}.endpoint is required"),
-    };
+    let (endpoint, _) = endpoint_of(config, id, sandbox.map(ChannelMock::base_url))?;
     let connector =
         JsonHttpConnector::new(id, endpoint).with_context(|| format!("channels.{id}.endpoint"))?;
+    Ok(Arc::new(connector))
+}
+
+fn crm_connector(
+    config: &Config,
+    id: ChannelId,
+    sandbox_url: Option<String>,
+) -> anyhow::Result<Arc<dyn Connector>> {
+    let (endpoint, ws_security) = endpoint_of(config, id, sandbox_url)?;
+    let sc = config.channel(id).soap.clone().unwrap_or_default();
+    let crm = CrmConfig {
+        endpoint,
+        ws_security,
+        version: if sc.version == "1.2" {
+            clm_connectors::soap::SoapVersion::V12
+        } else {
+            clm_connectors::soap::SoapVersion::V11
+        },
+        bundle_size: sc.bundle_size,
+        bundle_wait: Duration::from_millis(sc.bundle_wait_ms),
+        parallel_bundles: sc.parallel_bundles,
+        request_timeout: Duration::from_millis(sc.request_timeout_ms),
+        reconcile_attempts: sc.reconcile_attempts,
+    };
+    let connector =
+        CrmConnector::new(id, crm).with_context(|| format!("channels.{id}.endpoint"))?;
     Ok(Arc::new(connector))
 }
 
@@ -273,6 +330,9 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Hub>
             }
             ChannelId::Wink | ChannelId::Elk | ChannelId::Eissd => {
                 json_http_connector(&config, id, sandbox.as_ref().and_then(|s| s.mock(id)))?
+            }
+            ChannelId::SapCrm | ChannelId::Amdocs | ChannelId::CrmB2c => {
+                crm_connector(&config, id, sandbox.as_ref().and_then(|s| s.crm_url(id)))?
             }
             other => {
                 anyhow::bail!("channels.{other}.enabled: no connector for {other} in this build")
@@ -561,7 +621,7 @@ fn print_banner(hub: &Hub) {
         );
         for (id, m) in &s.channels {
             println!(
-                "             {id:<5} mock at {} (control: {})",
+                "             {id:<7} mock at {} (control: {})",
                 m.base_url(),
                 m.control_url()
             );

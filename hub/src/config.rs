@@ -27,6 +27,8 @@ pub struct Config {
     pub queue: QueueConfig,
     pub coordination: CoordinationConfig,
     pub dispatcher: DispatcherConfig,
+    /// The hub's SOAP response service (`/soap/responses`).
+    pub soap: SoapConfig,
     /// Per channel, keyed by channel id (`channels.sms`, …).
     pub channels: BTreeMap<ChannelId, ChannelConfig>,
 }
@@ -80,6 +82,47 @@ pub struct CoordinationConfig {
     pub key_prefix: String,
 }
 
+/// Who may call the hub's SOAP response service, and how much they may send.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SoapConfig {
+    /// Callers, each authenticated by WS-Security UsernameToken or HTTP Basic with these
+    /// credentials. None: the service is open, which start-up allows on a loopback listener only
+    /// (on another listener every call is refused).
+    pub callers: Vec<SoapCaller>,
+    /// Largest request accepted, in bytes.
+    pub max_bytes: usize,
+}
+
+impl Default for SoapConfig {
+    fn default() -> Self {
+        SoapConfig {
+            callers: Vec::new(),
+            max_bytes: 8 * 1024 * 1024,
+        }
+    }
+}
+
+/// One caller of the SOAP response service.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SoapCaller {
+    pub username: String,
+    pub password: String,
+    /// The source systems it may report for: `SAP_CRM`, `AMDOCS`, `CRM_B2C`.
+    pub systems: Vec<String>,
+}
+
+impl std::fmt::Debug for SoapCaller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SoapCaller")
+            .field("username", &self.username)
+            .field("password", &"***")
+            .field("systems", &self.systems)
+            .finish()
+    }
+}
+
 /// Store-side knobs of the dispatcher, the same for every channel.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -103,10 +146,13 @@ pub struct ChannelConfig {
     pub ingest: IngestAuthConfig,
     /// SMS gateway (only for `channels.sms`).
     pub gateway: Option<SmsGatewayConfig>,
-    /// HTTPS endpoint of an HTTP JSON channel (`wink`, `elk`, `eissd`).
+    /// Endpoint of an HTTP JSON channel (`wink`, `elk`, `eissd`: the base URL) or of a CRM
+    /// channel (`sap_crm`, `amdocs`, `crm_b2c`: the SOAP service URL).
     pub endpoint: Option<EndpointConfig>,
     /// Where EISSD's responses are read from (only for `channels.eissd`).
     pub responses: Option<DwhConfig>,
+    /// SOAP version and bundling of a CRM channel.
+    pub soap: Option<SoapChannelConfig>,
 }
 
 /// The channels this build can send on.
@@ -116,6 +162,58 @@ pub const WITH_CONNECTOR: [ChannelId; 4] = [
     ChannelId::Elk,
     ChannelId::Eissd,
 ];
+
+/// The CRM channels, sent as SOAP bundles.
+pub const SOAP_CHANNELS: [ChannelId; 3] = [ChannelId::SapCrm, ChannelId::Amdocs, ChannelId::CrmB2c];
+
+/// How a CRM channel bundles and talks SOAP.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SoapChannelConfig {
+    /// `"1.1"` or `"1.2"`.
+    pub version: String,
+    /// Most items per `SendCommunications` bundle (SAP's own services take 100 to 500; at most
+    /// 1000).
+    pub bundle_size: usize,
+    /// Longest the first item of a bundle waits for more.
+    pub bundle_wait_ms: u64,
+    /// Bundles in flight at once.
+    pub parallel_bundles: usize,
+    /// One SOAP call's time limit (a send or a status query).
+    pub request_timeout_ms: u64,
+    /// Status queries made after a send whose answer was lost, before the items are left
+    /// `unknown`.
+    pub reconcile_attempts: u32,
+}
+
+impl Default for SoapChannelConfig {
+    fn default() -> Self {
+        SoapChannelConfig {
+            version: "1.1".into(),
+            bundle_size: 100,
+            bundle_wait_ms: 200,
+            parallel_bundles: 4,
+            request_timeout_ms: 10_000,
+            reconcile_attempts: 3,
+        }
+    }
+}
+
+impl SoapChannelConfig {
+    /// The longest one item can spend in the connector (see `clm_connectors::crm`): the
+    /// channel's per-attempt timeout must be longer.
+    pub fn worst_case_ms(&self) -> u64 {
+        let backoff: u64 = (0..self.reconcile_attempts)
+            .map(|n| 200u64.saturating_mul(1 << n.min(6)))
+            .sum();
+        self.bundle_wait_ms
+            .saturating_add(
+                self.request_timeout_ms
+                    .saturating_mul(1 + u64::from(self.reconcile_attempts)),
+            )
+            .saturating_add(backoff)
+    }
+}
 
 /// An HTTP JSON channel's endpoint: base URL (the contract's path is appended), auth and TLS.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -143,9 +241,22 @@ pub struct EndpointConfig {
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum AuthConfig {
-    Bearer { token: String },
-    Basic { username: String, password: String },
-    ApiKey { header: String, value: String },
+    Bearer {
+        token: String,
+    },
+    Basic {
+        username: String,
+        password: String,
+    },
+    ApiKey {
+        header: String,
+        value: String,
+    },
+    /// A WS-Security UsernameToken (`PasswordText`) in every SOAP request (CRM channels only).
+    WsSecurity {
+        username: String,
+        password: String,
+    },
 }
 
 impl std::fmt::Debug for AuthConfig {
@@ -155,6 +266,7 @@ impl std::fmt::Debug for AuthConfig {
             AuthConfig::Bearer { .. } => f.write_str("Bearer(***)"),
             AuthConfig::Basic { username, .. } => write!(f, "Basic({username}:***)"),
             AuthConfig::ApiKey { header, .. } => write!(f, "ApiKey({header}: ***)"),
+            AuthConfig::WsSecurity { username, .. } => write!(f, "WsSecurity({username}:***)"),
         }
     }
 }
@@ -299,8 +411,12 @@ pub enum SmsDialect {
 
 impl Default for Config {
     fn default() -> Self {
-        let mut channels = BTreeMap::new();
-        channels.insert(ChannelId::Sms, ChannelConfig::default_for(ChannelId::Sms));
+        // Every channel's built-in defaults, so a file or the environment changes only what it
+        // names (a CRM channel keeps its bundle-sized concurrency and longer timeout).
+        let channels = ChannelId::ALL
+            .into_iter()
+            .map(|id| (id, ChannelConfig::default_for(id)))
+            .collect();
         Config {
             sandbox: true,
             data_dir: PathBuf::from("data"),
@@ -309,6 +425,7 @@ impl Default for Config {
             queue: QueueConfig::default(),
             coordination: CoordinationConfig::default(),
             dispatcher: DispatcherConfig::default(),
+            soap: SoapConfig::default(),
             channels,
         }
     }
@@ -365,10 +482,21 @@ impl Default for DispatcherConfig {
 impl ChannelConfig {
     /// The built-in default of a channel: SMS is enabled; the others follow `sandbox`.
     pub fn default_for(channel: ChannelId) -> Self {
-        ChannelConfig {
+        let mut c = ChannelConfig {
             enabled: (channel == ChannelId::Sms).then_some(true),
             ..ChannelConfig::default()
+        };
+        if SOAP_CHANNELS.contains(&channel) {
+            // Room for the bundles in flight, and a per-item timeout that covers the wait for a
+            // bundle, the call and the reconciliation after a lost answer.
+            let soap = SoapChannelConfig::default();
+            c.policy.concurrency =
+                u32::try_from(soap.bundle_size * soap.parallel_bundles).unwrap_or(u32::MAX);
+            c.policy.rate = 500.0;
+            c.policy.burst = 500;
+            c.policy.timeout_ms = soap.worst_case_ms() + 5_000;
         }
+        c
     }
 
     pub fn is_enabled(&self) -> bool {
@@ -526,6 +654,7 @@ impl Config {
             return Err(invalid("dispatcher.lease_secs", "must be at least 10"));
         }
         self.validate_server()?;
+        self.validate_soap()?;
         for (id, ch) in &self.channels {
             self.validate_channel(*id, ch)?;
         }
@@ -567,6 +696,41 @@ impl Config {
                     s.listen
                 ),
             ));
+        }
+        Ok(())
+    }
+
+    fn validate_soap(&self) -> Result<(), ConfigError> {
+        let s = &self.soap;
+        if !(1024..=64 * 1024 * 1024).contains(&s.max_bytes) {
+            return Err(invalid(
+                "soap.max_bytes",
+                "must be between 1024 and 67108864",
+            ));
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, c) in s.callers.iter().enumerate() {
+            let key = |k: &str| format!("soap.callers[{i}].{k}");
+            if c.username.trim().is_empty() || c.password.is_empty() {
+                return Err(invalid(
+                    key("username"),
+                    "username and password must not be empty",
+                ));
+            }
+            if !names.insert(c.username.as_str()) {
+                return Err(invalid(key("username"), "appears twice"));
+            }
+            if c.systems.is_empty() {
+                return Err(invalid(key("systems"), "names no source system"));
+            }
+            for sys in &c.systems {
+                if sys.parse::<clm_contracts::soap::SourceSystem>().is_err() {
+                    return Err(invalid(
+                        key("systems"),
+                        format!("`{sys}` is not SAP_CRM, AMDOCS or CRM_B2C"),
+                    ));
+                }
+            }
         }
         Ok(())
     }
@@ -621,14 +785,31 @@ impl Config {
             validate_sms_gateway(g, ch, &key)?;
         }
         let http_json = matches!(id, ChannelId::Wink | ChannelId::Elk | ChannelId::Eissd);
-        if ch.endpoint.is_some() && !http_json {
+        let soap = SOAP_CHANNELS.contains(&id);
+        if ch.endpoint.is_some() && !http_json && !soap {
             return Err(invalid(
                 key("endpoint"),
-                "only channels.wink, channels.elk and channels.eissd have an endpoint",
+                "only the HTTP JSON (wink, elk, eissd) and CRM (sap_crm, amdocs, crm_b2c) channels have an endpoint",
             ));
         }
         if let Some(e) = &ch.endpoint {
             validate_endpoint(e, &key)?;
+            if !soap && matches!(e.auth, Some(AuthConfig::WsSecurity { .. })) {
+                return Err(invalid(
+                    key("endpoint.auth"),
+                    "ws_security is for the SOAP channels (sap_crm, amdocs, crm_b2c)",
+                ));
+            }
+        }
+        if ch.soap.is_some() && !soap {
+            return Err(invalid(
+                key("soap"),
+                "only the CRM channels (sap_crm, amdocs, crm_b2c) speak SOAP",
+            ));
+        }
+        if soap {
+            let sc = ch.soap.clone().unwrap_or_default();
+            validate_soap_channel(&sc, &ch.policy, &key)?;
         }
         if ch.responses.is_some() && id != ChannelId::Eissd {
             return Err(invalid(
@@ -675,8 +856,9 @@ impl Config {
             ));
         }
         let open = self.server.listen.ip().is_loopback();
-        // EISSD's responses come from its DWH table, not over /ingest.
-        let has_ingest_route = id != ChannelId::Eissd;
+        // EISSD's responses come from its DWH table, the CRMs' over SOAP (`soap.callers`), not
+        // over /ingest.
+        let has_ingest_route = id != ChannelId::Eissd && !SOAP_CHANNELS.contains(&id);
         if has_ingest_route && !open && ch.ingest.token.is_none() && ch.ingest.hmac_secret.is_none()
         {
             return Err(invalid(
@@ -805,6 +987,47 @@ fn validate_endpoint(e: &EndpointConfig, key: &dyn Fn(&str) -> String) -> Result
         }
         _ => Ok(()),
     }
+}
+
+fn validate_soap_channel(
+    sc: &SoapChannelConfig,
+    policy: &PolicyConfig,
+    key: &dyn Fn(&str) -> String,
+) -> Result<(), ConfigError> {
+    if sc.version != "1.1" && sc.version != "1.2" {
+        return Err(invalid(key("soap.version"), "must be \"1.1\" or \"1.2\""));
+    }
+    if !(1..=clm_contracts::soap::MAX_BUNDLE).contains(&sc.bundle_size) {
+        return Err(invalid(
+            key("soap.bundle_size"),
+            "must be between 1 and 1000",
+        ));
+    }
+    if sc.parallel_bundles == 0 || sc.request_timeout_ms == 0 {
+        return Err(invalid(
+            key("soap.parallel_bundles"),
+            "parallel_bundles and request_timeout_ms must be at least 1",
+        ));
+    }
+    if (policy.concurrency as usize) < sc.bundle_size {
+        return Err(invalid(
+            key("policy.concurrency"),
+            format!(
+                "must be at least soap.bundle_size ({}): every item waiting for its bundle holds a slot",
+                sc.bundle_size
+            ),
+        ));
+    }
+    let worst = sc.worst_case_ms();
+    if policy.timeout_ms <= worst {
+        return Err(invalid(
+            key("policy.timeout_ms"),
+            format!(
+                "must be above {worst} ms: the wait for a bundle, the call and the status queries after a lost answer (soap.*) must fit in one attempt"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn validate_dwh(r: &DwhConfig, key: &dyn Fn(&str) -> String) -> Result<(), ConfigError> {

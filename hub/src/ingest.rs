@@ -34,7 +34,7 @@ fn error(status: StatusCode, msg: impl Into<String>) -> Response {
 }
 
 /// Constant-time comparison, so a token cannot be guessed byte by byte from response times.
-fn same(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn same(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }

@@ -14,6 +14,7 @@
 //!   writes outcomes back in batches.
 //! - [`policy`]: send windows, backoff, circuit breaker (the rate limit is governor's).
 //! - [`ingest`]: delivery reports and webhooks → correlated, deduplicated responses.
+//! - [`soap`]: the SOAP response service (`/soap/responses`) SAP CRM and the CRM ESB call.
 //! - [`dwh`]: the EISSD poller, responses read incrementally from a DWH table (singleton).
 //! - [`events`]: outbox publisher (in-process bus on the embedded default).
 //! - [`metrics`]: counters and the Prometheus exposition.
@@ -34,6 +35,7 @@ pub mod ingest;
 pub mod intake;
 pub mod metrics;
 pub mod policy;
+pub mod soap;
 pub mod state;
 pub mod store;
 

@@ -18,6 +18,8 @@ pub struct Metrics {
     pub ingest_unknown: AtomicU64,
     pub ingest_malformed: AtomicU64,
     pub ingest_unauthorized: AtomicU64,
+    /// SOAP faults the response service answered with.
+    pub soap_faults: AtomicU64,
     pub events_published: Arc<AtomicU64>,
     /// The EISSD DWH poller ([`crate::dwh`]).
     pub dwh_polls: AtomicU64,
@@ -101,6 +103,11 @@ pub fn render(shared: &Shared, depth: &[(clm_contracts::ChannelId, ChannelDepth)
             &[(String::new(), g(&m.dwh_errors))],
         );
     }
+    counter(
+        "clm_soap_faults_total",
+        "SOAP faults the response service answered with.",
+        &[(String::new(), g(&m.soap_faults))],
+    );
     counter(
         "clm_events_published_total",
         "Events handed on from the outbox.",

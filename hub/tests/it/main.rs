@@ -7,6 +7,8 @@
 //! - `e2e`: the whole hub in-process on the embedded default against the SMS mock.
 //! - `http_channels`: wink, elk and eissd end to end on the embedded default (bundled mocks).
 //! - `dwh`: the EISSD DWH poller against a real PostgreSQL table, across restarts and instances.
+//! - `soap`: the SOAP response service (`/soap/responses`): the WSDL's samples, envelope variants
+//!   and attacks, callers, the served WSDL, and Python zeep as a client (`CLM_TEST_PYTHON`).
 
 mod amqp;
 mod coordination;
@@ -17,4 +19,5 @@ mod harness;
 mod http_channels;
 mod instances;
 mod restarts;
+mod soap;
 mod store;

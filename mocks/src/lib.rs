@@ -8,7 +8,12 @@
 //! - [`channel`]: the HTTP JSON channels `wink`, `elk` and `eissd` — strict send requests, auth,
 //!   idempotent `message_id`, webhooks (signed, retried) or EISSD DWH rows, control API under
 //!   `/control/<channel>/`.
-//! - `faults`: [`Faults`], the same fault injection for every mock.
+//! - [`crm`]: the SOAP CRM services — SAP CRM campaign service and the CRM ESB (Amdocs CRM 7.5,
+//!   CRM B2C) — speaking exactly `wsdl/`: bundles answered per item, truthful status queries,
+//!   SOAP faults and timeouts after accepting, callbacks to the hub's response service, control
+//!   API under `/control/sap_crm/` and `/control/crm_esb/`.
+//! - `faults`: [`Faults`], the same fault injection for every HTTP mock (the CRM mocks have
+//!   their SOAP-shaped [`CrmFaults`]).
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
@@ -22,11 +27,17 @@
 //! ```
 
 pub mod channel;
+pub mod crm;
 mod faults;
 pub mod sms;
+mod util;
 
 pub use channel::{
     ChannelMock, ChannelMockConfig, ChannelStats, ExpectedAuth, ReceivedRequest, ResponsesConfig,
+};
+pub use crm::{
+    CrmCallbacks, CrmFault, CrmFaults, CrmKind, CrmMock, CrmMockConfig, CrmStats, ReceivedBundle,
+    ReceivedItem,
 };
 pub use faults::{Faults, Throttle};
 pub use sms::{Credentials, Dialect, DlrConfig, DlrMethod, SmsMock, SmsMockConfig, SmsStats};

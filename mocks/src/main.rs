@@ -1,14 +1,18 @@
 //! `clm-mocks`: runs the bundled mock channels standalone, for QA and docker-compose: the SMS
-//! gateway and the HTTP JSON channels wink, elk and eissd, all on one address.
+//! gateway, the HTTP JSON channels wink, elk and eissd, and the SOAP CRM services (SAP CRM and
+//! the CRM ESB for Amdocs and CRM B2C), all on one address.
 //!
 //! ```text
 //! clm-mocks [--listen 127.0.0.1:9100] [--sms-username U --sms-password P]
-//!           [--hub URL [--ingest-token T] [--ingest-hmac-secret S]] [--eissd-dwh URL]
+//!           [--hub URL [--ingest-token T] [--ingest-hmac-secret S]
+//!                      [--soap-username U --soap-password P]] [--eissd-dwh URL]
 //!           [--auth-bearer TOKEN]
 //! ```
 //! The environment stands in for flags not given: `CLM_MOCKS_LISTEN` for `--listen`,
 //! `CLM_MOCKS_INGEST_TOKEN` and `CLM_MOCKS_INGEST_HMAC_SECRET` for `--ingest-token` and
-//! `--ingest-hmac-secret` (secrets in the environment do not show in `ps`). Empty means unset.
+//! `--ingest-hmac-secret`, `CLM_MOCKS_SOAP_USERNAME` and `CLM_MOCKS_SOAP_PASSWORD` for
+//! `--soap-username` and `--soap-password` (secrets in the environment do not show in `ps`).
+//! Empty means unset.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -18,8 +22,8 @@ use clm_contracts::ChannelId;
 use clm_contracts::channels::{elk, wink};
 use clm_mocks::channel::redact_url;
 use clm_mocks::{
-    ChannelMock, ChannelMockConfig, Credentials, ExpectedAuth, ResponsesConfig, SmsMock,
-    SmsMockConfig,
+    ChannelMock, ChannelMockConfig, Credentials, CrmCallbacks, CrmKind, CrmMock, CrmMockConfig,
+    ExpectedAuth, ResponsesConfig, SmsMock, SmsMockConfig,
 };
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
@@ -28,20 +32,28 @@ const DEFAULT_LISTEN: &str = "127.0.0.1:9100";
 /// The eissd mock's DWH when `--hub` is given without `--eissd-dwh`: the file the hub's sandbox
 /// reads by default (`<data_dir>/eissd-dwh.db`, `data_dir` = `data`).
 const DEFAULT_EISSD_DWH: &str = "sqlite://./data/eissd-dwh.db";
+/// Where the CRM mocks' callbacks go, under `--hub`.
+const SOAP_RESPONSES_PATH: &str = "/soap/responses";
 const USAGE: &str = "usage: clm-mocks [--listen ADDR] [--sms-username U --sms-password P]
-                 [--hub URL [--ingest-token T] [--ingest-hmac-secret S]] [--eissd-dwh URL]
+                 [--hub URL [--ingest-token T] [--ingest-hmac-secret S]
+                            [--soap-username U --soap-password P]] [--eissd-dwh URL]
                  [--auth-bearer TOKEN]
   --listen ADDR              address to serve every mock on (default 127.0.0.1:9100,
                              env CLM_MOCKS_LISTEN)
   --sms-username U           Kannel username the SMS mock requires (with --sms-password)
   --sms-password P           Kannel password the SMS mock requires
   --hub URL                  base URL of the hub: wink and elk send their typical webhooks to
-                             URL/ingest/wink and URL/ingest/elk, and eissd writes its typical
-                             responses to the DWH (default sqlite://./data/eissd-dwh.db)
+                             URL/ingest/wink and URL/ingest/elk, eissd writes its typical
+                             responses to the DWH (default sqlite://./data/eissd-dwh.db), and
+                             the SAP CRM and CRM ESB mocks call URL/soap/responses back
+                             (SubmitResponses: Delivered, OfferAccepted for every accepted item)
   --ingest-token T           webhooks carry X-CLM-Token: T (needs --hub;
                              env CLM_MOCKS_INGEST_TOKEN, which keeps it out of ps)
   --ingest-hmac-secret S     webhooks carry X-CLM-Signature: sha256=<HMAC-SHA256 of the body>
                              (needs --hub; env CLM_MOCKS_INGEST_HMAC_SECRET)
+  --soap-username U          the CRM mocks' callbacks carry a WS-Security UsernameToken U/P
+  --soap-password P          (both, needs --hub; env CLM_MOCKS_SOAP_USERNAME and
+                             CLM_MOCKS_SOAP_PASSWORD, which keeps the password out of ps)
   --eissd-dwh URL            sqlite://PATH or postgres://... for eissd's response rows
                              (enables eissd's typical responses, with or without --hub)
   --auth-bearer TOKEN        wink, elk and eissd require Authorization: Bearer TOKEN
@@ -56,6 +68,10 @@ struct Env {
     ingest_token: Option<String>,
     /// `CLM_MOCKS_INGEST_HMAC_SECRET`.
     ingest_hmac_secret: Option<String>,
+    /// `CLM_MOCKS_SOAP_USERNAME`.
+    soap_username: Option<String>,
+    /// `CLM_MOCKS_SOAP_PASSWORD`.
+    soap_password: Option<String>,
 }
 
 impl Env {
@@ -65,6 +81,8 @@ impl Env {
             listen: var("CLM_MOCKS_LISTEN"),
             ingest_token: var("CLM_MOCKS_INGEST_TOKEN"),
             ingest_hmac_secret: var("CLM_MOCKS_INGEST_HMAC_SECRET"),
+            soap_username: var("CLM_MOCKS_SOAP_USERNAME"),
+            soap_password: var("CLM_MOCKS_SOAP_PASSWORD"),
         }
     }
 }
@@ -76,6 +94,8 @@ struct Args {
     hub: Option<String>,
     ingest_token: Option<String>,
     ingest_hmac_secret: Option<String>,
+    /// `(username, password)` of the CRM mocks' callbacks (a UsernameToken).
+    soap_credentials: Option<(String, String)>,
     /// Given, or the default when `--hub` is given.
     eissd_dwh: Option<String>,
     auth_bearer: Option<String>,
@@ -87,6 +107,7 @@ fn parse_args(mut args: impl Iterator<Item = String>, env: Env) -> anyhow::Resul
     let (mut username, mut password) = (None, None);
     let (mut hub, mut ingest_token, mut ingest_hmac_secret) = (None, None, None);
     let (mut eissd_dwh, mut auth_bearer) = (None, None);
+    let (mut soap_username, mut soap_password) = (None, None);
     while let Some(arg) = args.next() {
         let mut value = |name: &str| args.next().with_context(|| format!("{name} needs a value"));
         match arg.as_str() {
@@ -98,6 +119,8 @@ fn parse_args(mut args: impl Iterator<Item = String>, env: Env) -> anyhow::Resul
             "--ingest-hmac-secret" => ingest_hmac_secret = Some(value("--ingest-hmac-secret")?),
             "--eissd-dwh" => eissd_dwh = Some(value("--eissd-dwh")?),
             "--auth-bearer" => auth_bearer = Some(value("--auth-bearer")?),
+            "--soap-username" => soap_username = Some(value("--soap-username")?),
+            "--soap-password" => soap_password = Some(value("--soap-password")?),
             "-h" | "--help" => return Ok(None),
             other => bail!("unknown argument {other}\n{USAGE}"),
         }
@@ -122,9 +145,14 @@ fn parse_args(mut args: impl Iterator<Item = String>, env: Env) -> anyhow::Resul
         if ingest_token.is_some() || ingest_hmac_secret.is_some() {
             bail!("--ingest-token and --ingest-hmac-secret need --hub");
         }
+        if soap_username.is_some() || soap_password.is_some() {
+            bail!("--soap-username and --soap-password need --hub");
+        }
         for (name, value) in [
             ("CLM_MOCKS_INGEST_TOKEN", &env.ingest_token),
             ("CLM_MOCKS_INGEST_HMAC_SECRET", &env.ingest_hmac_secret),
+            ("CLM_MOCKS_SOAP_USERNAME", &env.soap_username),
+            ("CLM_MOCKS_SOAP_PASSWORD", &env.soap_password),
         ] {
             if value.is_some() {
                 bail!("{name} is set but --hub is not: give --hub or unset {name}");
@@ -133,6 +161,17 @@ fn parse_args(mut args: impl Iterator<Item = String>, env: Env) -> anyhow::Resul
     }
     let ingest_token = ingest_token.or(env.ingest_token);
     let ingest_hmac_secret = ingest_hmac_secret.or(env.ingest_hmac_secret);
+    let soap_credentials = match (
+        soap_username.or(env.soap_username),
+        soap_password.or(env.soap_password),
+    ) {
+        (Some(username), Some(password)) => Some((username, password)),
+        (None, None) => None,
+        _ => bail!(
+            "--soap-username and --soap-password go together \
+             (or CLM_MOCKS_SOAP_USERNAME and CLM_MOCKS_SOAP_PASSWORD)"
+        ),
+    };
     if let Some(url) = &eissd_dwh
         && !["sqlite:", "postgres://", "postgresql://"]
             .iter()
@@ -150,6 +189,7 @@ fn parse_args(mut args: impl Iterator<Item = String>, env: Env) -> anyhow::Resul
         hub,
         ingest_token,
         ingest_hmac_secret,
+        soap_credentials,
         eissd_dwh,
         auth_bearer,
     }))
@@ -198,6 +238,49 @@ fn channel_configs(args: &Args) -> Vec<(ChannelId, ChannelMockConfig)> {
             },
         ),
     ]
+}
+
+/// The settings of the SAP CRM and CRM ESB mocks: with `--hub`, the typical callbacks to its
+/// response service, with the UsernameToken of `--soap-username`/`--soap-password`.
+fn crm_configs(args: &Args) -> Vec<(CrmKind, CrmMockConfig)> {
+    let callbacks = match &args.hub {
+        Some(hub) => CrmCallbacks {
+            url: Some(format!("{hub}{SOAP_RESPONSES_PATH}")),
+            auth: args.soap_credentials.clone(),
+            ..CrmCallbacks::typical()
+        },
+        None => CrmCallbacks::default(),
+    };
+    [CrmKind::SapCrm, CrmKind::Esb]
+        .into_iter()
+        .map(|kind| {
+            (
+                kind,
+                CrmMockConfig {
+                    callbacks: callbacks.clone(),
+                    ..CrmMockConfig::default()
+                },
+            )
+        })
+        .collect()
+}
+
+/// Where a CRM mock's callbacks go, for the start-up lines.
+fn crm_destination(config: &CrmMockConfig) -> String {
+    let callbacks = &config.callbacks;
+    match &callbacks.url {
+        Some(url) if !callbacks.kinds.is_empty() => format!(
+            "callbacks {} to {}{}",
+            callbacks.kinds.join(","),
+            redact_url(url),
+            if callbacks.auth.is_some() {
+                " (UsernameToken)"
+            } else {
+                ""
+            }
+        ),
+        _ => "no callbacks".to_owned(),
+    }
 }
 
 /// Where a mock's responses go, for the start-up lines (a PostgreSQL password masked).
@@ -265,6 +348,20 @@ async fn main() -> anyhow::Result<()> {
         );
         mocks.push(mock);
     }
+    let mut crms = Vec::new();
+    for (kind, config) in crm_configs(&args) {
+        let mock = CrmMock::detached(kind, addr, config.clone())
+            .with_context(|| format!("starting the {kind} mock"))?;
+        app = app.merge(mock.router());
+        println!(
+            "{:<7} soap {} (?wsdl)  control {}/{{received,stats,faults,callbacks,reset}}  {}",
+            kind.as_str(),
+            mock.url(),
+            mock.control_url(),
+            crm_destination(&config)
+        );
+        crms.push(mock);
+    }
 
     let stop = CancellationToken::new();
     let serve = axum::serve(listener, app).with_graceful_shutdown(stop.clone().cancelled_owned());
@@ -280,6 +377,9 @@ async fn main() -> anyhow::Result<()> {
     // Mocks first: that releases held requests, so the server's graceful shutdown can finish.
     sms.shutdown().await;
     for mock in mocks {
+        mock.shutdown().await;
+    }
+    for mock in crms {
         mock.shutdown().await;
     }
     stop.cancel();
@@ -378,6 +478,23 @@ mod tests {
         assert!(parse_args(args(&["--ingest-hmac-secret", "s"]), Env::default()).is_err());
         assert!(parse_args(args(&["--eissd-dwh", "mysql://dwh"]), Env::default()).is_err());
         assert!(parse_args(args(&["--auth-bearer", ""]), Env::default()).is_err());
+        assert!(parse_args(args(&["--soap-username", "u"]), Env::default()).is_err());
+        assert!(
+            parse_args(
+                args(&["--soap-username", "u", "--soap-password", "p"]),
+                Env::default()
+            )
+            .is_err(),
+            "needs --hub"
+        );
+        assert!(
+            parse_args(
+                args(&["--hub", "http://hub:8080", "--soap-username", "u"]),
+                Env::default()
+            )
+            .is_err(),
+            "username and password go together"
+        );
     }
 
     #[test]
@@ -397,6 +514,93 @@ mod tests {
             assert_eq!(config.auth, Some(ExpectedAuth::Bearer("b".into())));
             assert_eq!(config.dwh_url, None);
         }
+        let crms = crm_configs(&parsed);
+        let kinds: Vec<_> = crms.iter().map(|(k, _)| *k).collect();
+        assert_eq!(kinds, [CrmKind::SapCrm, CrmKind::Esb]);
+        for (_, config) in &crms {
+            assert_eq!(config.callbacks, CrmCallbacks::default());
+            assert_eq!(crm_destination(config), "no callbacks");
+        }
+    }
+
+    #[test]
+    fn hub_sends_crm_callbacks_to_its_response_service() {
+        let parsed = parse_args(
+            args(&[
+                "--hub",
+                "http://hub:8080/",
+                "--soap-username",
+                "CRM_USER",
+                "--soap-password",
+                "s3cret",
+            ]),
+            Env::default(),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            parsed.soap_credentials,
+            Some(("CRM_USER".to_owned(), "s3cret".to_owned()))
+        );
+        for (_, config) in crm_configs(&parsed) {
+            let callbacks = &config.callbacks;
+            assert_eq!(
+                callbacks.url.as_deref(),
+                Some("http://hub:8080/soap/responses")
+            );
+            assert_eq!(callbacks.kinds, ["Delivered", "OfferAccepted"]);
+            assert_eq!(
+                callbacks.auth,
+                Some(("CRM_USER".to_owned(), "s3cret".to_owned()))
+            );
+            assert!(!callbacks.basic);
+            assert!(callbacks.validate().is_ok());
+            let line = crm_destination(&config);
+            assert!(line.contains("http://hub:8080/soap/responses"), "{line}");
+            assert!(!line.contains("s3cret"), "{line}");
+        }
+        // Without credentials: callbacks all the same, unauthenticated.
+        let parsed = parse_args(args(&["--hub", "http://hub:8080"]), Env::default())
+            .unwrap()
+            .unwrap();
+        assert_eq!(crm_configs(&parsed)[1].1.callbacks.auth, None);
+    }
+
+    #[test]
+    fn soap_credentials_come_from_the_environment_and_flags_win() {
+        let env = || Env {
+            soap_username: Some("env-user".into()),
+            soap_password: Some("env-pass".into()),
+            ..Env::default()
+        };
+        let parsed = parse_args(args(&["--hub", "http://hub:8080"]), env())
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            parsed.soap_credentials,
+            Some(("env-user".to_owned(), "env-pass".to_owned()))
+        );
+        let parsed = parse_args(
+            args(&["--hub", "http://hub:8080", "--soap-password", "flag-pass"]),
+            env(),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            parsed.soap_credentials,
+            Some(("env-user".to_owned(), "flag-pass".to_owned()))
+        );
+        let error = parse_args(args(&[]), env()).err().unwrap().to_string();
+        assert!(error.contains("CLM_MOCKS_SOAP_"), "{error}");
+        assert!(
+            !error.contains("env-pass"),
+            "no secret in the error: {error}"
+        );
+        let half = Env {
+            soap_username: Some("env-user".into()),
+            ..Env::default()
+        };
+        assert!(parse_args(args(&["--hub", "http://hub:8080"]), half).is_err());
     }
 
     #[test]
@@ -518,6 +722,8 @@ mod tests {
             "CLM_MOCKS_LISTEN",
             "CLM_MOCKS_INGEST_TOKEN",
             "CLM_MOCKS_INGEST_HMAC_SECRET",
+            "CLM_MOCKS_SOAP_USERNAME",
+            "CLM_MOCKS_SOAP_PASSWORD",
         ] {
             assert!(USAGE.contains(name), "{name}");
         }

@@ -12,7 +12,10 @@ use clm_connectors::crm::{CrmConfig, CrmConnector};
 use clm_connectors::json_http::{Auth, Endpoint, JsonHttpConnector, TlsFiles};
 use clm_connectors::sms::{Dialect, SmsConfig, SmsConnector};
 use clm_contracts::ChannelId;
-use clm_mocks::{ChannelMock, ChannelMockConfig, ResponsesConfig, SmsMock};
+use clm_mocks::{
+    ChannelMock, ChannelMockConfig, CrmCallbacks, CrmKind, CrmMock, CrmMockConfig, ResponsesConfig,
+    SmsMock,
+};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -30,6 +33,10 @@ pub struct Sandbox {
     pub sms: SmsMock,
     /// One mock per enabled HTTP JSON channel (wink, elk, eissd).
     pub channels: BTreeMap<ChannelId, ChannelMock>,
+    /// SAP CRM's campaign service, when `sap_crm` is enabled.
+    pub sap_crm: Option<CrmMock>,
+    /// The CRM ESB (Amdocs and CRM B2C), when either is enabled.
+    pub crm_esb: Option<CrmMock>,
 }
 
 impl Sandbox {
@@ -37,13 +44,25 @@ impl Sandbox {
         self.channels.get(&channel)
     }
 
-    fn crm_url(&self, _channel: ChannelId) -> Option<String> {
-        None
+    /// The CRM mock a CRM channel sends to.
+    pub fn crm_mock(&self, channel: ChannelId) -> Option<&CrmMock> {
+        match channel {
+            ChannelId::SapCrm => self.sap_crm.as_ref(),
+            ChannelId::Amdocs | ChannelId::CrmB2c => self.crm_esb.as_ref(),
+            _ => None,
+        }
+    }
+
+    fn crm_url(&self, channel: ChannelId) -> Option<String> {
+        self.crm_mock(channel).map(CrmMock::url)
     }
 
     async fn shutdown(self) {
         self.sms.shutdown().await;
         for (_, m) in self.channels {
+            m.shutdown().await;
+        }
+        for m in [self.sap_crm, self.crm_esb].into_iter().flatten() {
             m.shutdown().await;
         }
     }
@@ -281,7 +300,61 @@ async fn start_sandbox(config: &Config, public_url: &str) -> anyhow::Result<Sand
             .with_context(|| format!("starting the bundled {id} mock"))?;
         channels.insert(id, mock);
     }
-    Ok(Sandbox { sms, channels })
+    let sap_crm = if config.channel(ChannelId::SapCrm).is_enabled() {
+        Some(start_crm_mock(config, public_url, CrmKind::SapCrm).await?)
+    } else {
+        None
+    };
+    let esb_wanted = [ChannelId::Amdocs, ChannelId::CrmB2c]
+        .iter()
+        .any(|id| config.channel(*id).is_enabled());
+    let crm_esb = if esb_wanted {
+        Some(start_crm_mock(config, public_url, CrmKind::Esb).await?)
+    } else {
+        None
+    };
+    Ok(Sandbox {
+        sms,
+        channels,
+        sap_crm,
+        crm_esb,
+    })
+}
+
+/// A CRM mock that calls the hub's response service back for every accepted item.
+async fn start_crm_mock(
+    config: &Config,
+    public_url: &str,
+    kind: CrmKind,
+) -> anyhow::Result<CrmMock> {
+    let systems: &[&str] = match kind {
+        CrmKind::SapCrm => &["SAP_CRM"],
+        CrmKind::Esb => &["AMDOCS", "CRM_B2C"],
+    };
+    // With callers configured, the mock calls as the first one allowed for its systems.
+    let auth = config
+        .soap
+        .callers
+        .iter()
+        .find(|c| systems.iter().all(|s| c.systems.iter().any(|x| x == s)))
+        .map(|c| (c.username.clone(), c.password.clone()));
+    let callbacks = CrmCallbacks {
+        url: Some(format!(
+            "{}/soap/{}",
+            public_url.trim_end_matches('/'),
+            crate::soap::RESPONSES
+        )),
+        auth,
+        kinds: vec!["Delivered".into(), "OfferAccepted".into()],
+        ..CrmCallbacks::default()
+    };
+    let mock_config = CrmMockConfig {
+        callbacks,
+        ..CrmMockConfig::default()
+    };
+    CrmMock::start(kind, ([127, 0, 0, 1], 0).into(), mock_config)
+        .await
+        .with_context(|| format!("starting the bundled {kind:?} mock"))
 }
 
 /// Starts a hub on `listener` and returns once it serves.
@@ -625,6 +698,15 @@ fn print_banner(hub: &Hub) {
                 m.base_url(),
                 m.control_url()
             );
+        }
+        for (name, m) in [("sap_crm", &s.sap_crm), ("crm ESB", &s.crm_esb)] {
+            if let Some(m) = m {
+                println!(
+                    "             {name:<7} mock at {} (control: {})",
+                    m.url(),
+                    m.control_url()
+                );
+            }
         }
     }
     let id = uuid::Uuid::new_v4();

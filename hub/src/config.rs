@@ -156,11 +156,14 @@ pub struct ChannelConfig {
 }
 
 /// The channels this build can send on.
-pub const WITH_CONNECTOR: [ChannelId; 4] = [
+pub const WITH_CONNECTOR: [ChannelId; 7] = [
     ChannelId::Sms,
     ChannelId::Wink,
     ChannelId::Elk,
     ChannelId::Eissd,
+    ChannelId::SapCrm,
+    ChannelId::Amdocs,
+    ChannelId::CrmB2c,
 ];
 
 /// The CRM channels, sent as SOAP bundles.
@@ -943,10 +946,17 @@ fn validate_endpoint(e: &EndpointConfig, key: &dyn Fn(&str) -> String) -> Result
         ));
     }
     let tls_files = e.ca_file.is_some() || e.client_cert_file.is_some();
-    if e.url.starts_with("http://") && (tls_files || e.auth.is_some()) {
+    if tls_files && e.url.starts_with("http://") {
         return Err(invalid(
             key("endpoint.url"),
-            "is http://: the auth would travel in clear and the TLS files would go unused; use https://",
+            "is http://: the TLS files would go unused; use https://",
+        ));
+    }
+    // Credentials in clear only to this machine (a local relay or sidecar).
+    if e.auth.is_some() && e.url.starts_with("http://") && !is_loopback_url(&e.url) {
+        return Err(invalid(
+            key("endpoint.url"),
+            "is http:// to another host: the auth would travel in clear; use https://",
         ));
     }
     if e.client_cert_file.is_some() != e.client_key_file.is_some() {
@@ -1028,6 +1038,22 @@ fn validate_soap_channel(
         ));
     }
     Ok(())
+}
+
+/// `http://127.0.0.1…`, `http://[::1]…`, `http://localhost…`.
+fn is_loopback_url(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = if let Some(v6) = host.strip_prefix('[') {
+        v6.split(']').next().unwrap_or("")
+    } else {
+        host.split(':').next().unwrap_or("")
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 fn validate_dwh(r: &DwhConfig, key: &dyn Fn(&str) -> String) -> Result<(), ConfigError> {
@@ -1161,6 +1187,16 @@ mod tests {
         // Tuning a channel from the environment does not switch it off.
         let c = Config::load(None, env(&[("CLM_HUB__CHANNELS__WINK__POLICY__RATE", "5")])).unwrap();
         assert!(c.channel(ChannelId::Wink).is_enabled());
+    }
+
+    #[test]
+    fn credentials_go_in_clear_only_to_this_machine() {
+        assert!(is_loopback_url("http://127.0.0.1:9/crm"));
+        assert!(is_loopback_url("http://localhost/x"));
+        assert!(is_loopback_url("http://[::1]:80/"));
+        assert!(!is_loopback_url("http://crm.example/x"));
+        assert!(!is_loopback_url("http://127.0.0.1.evil.example/"));
+        assert!(!is_loopback_url("http://user@10.0.0.1/"));
     }
 
     #[test]

@@ -368,3 +368,137 @@ async fn http_channels_run_on_the_production_stack() {
     }
     hub.stop().await;
 }
+
+/// SAP CRM, Amdocs and CRM B2C on the production stack: communications from RabbitMQ, bundles to
+/// the CRM mocks, their SOAP callbacks (WS-Security, one caller per mock) recorded, every
+/// response on `clm.events`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crm_channels_run_on_the_production_stack() {
+    use clm_hub::config::{EndpointConfig, SoapCaller};
+    use clm_mocks::{CrmCallbacks, CrmKind, CrmMock, CrmMockConfig};
+
+    let vhost = amqp_vhost();
+    let sms = SmsMock::start(([127, 0, 0, 1], 0).into()).await.unwrap();
+    let sap = CrmMock::start(
+        CrmKind::SapCrm,
+        ([127, 0, 0, 1], 0).into(),
+        CrmMockConfig::default(),
+    )
+    .await
+    .unwrap();
+    let esb = CrmMock::start(
+        CrmKind::Esb,
+        ([127, 0, 0, 1], 0).into(),
+        CrmMockConfig::default(),
+    )
+    .await
+    .unwrap();
+    let (_conn, ch) = broker(&vhost).await;
+    let mut events = tap(&ch, clm_hub::amqp::EVENTS_EXCHANGE, "response.#").await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let pg = pg_database().await;
+    let redis = std::env::var("CLM_TEST_REDIS_URL")
+        .expect("CLM_TEST_REDIS_URL is not set: run the suite with scripts/test.sh");
+    let channels = [ChannelId::SapCrm, ChannelId::Amdocs, ChannelId::CrmB2c];
+    let config = config_for(&sms, "kannel", dir.path(), |c| {
+        c.store.url = Some(pg);
+        c.queue.url = vhost.clone();
+        c.coordination.url = redis;
+        c.coordination.key_prefix = format!("clm-t-{}:", uuid::Uuid::new_v4().simple());
+        c.soap.callers = vec![
+            SoapCaller {
+                username: "sap".into(),
+                password: "sap-pw".into(),
+                systems: vec!["SAP_CRM".into()],
+            },
+            SoapCaller {
+                username: "esb".into(),
+                password: "esb-pw".into(),
+                systems: vec!["AMDOCS".into(), "CRM_B2C".into()],
+            },
+        ];
+        for id in channels {
+            let cfg = c.channels.get_mut(&id).unwrap();
+            cfg.enabled = Some(true);
+            cfg.endpoint = Some(EndpointConfig {
+                url: if id == ChannelId::SapCrm {
+                    sap.url()
+                } else {
+                    esb.url()
+                },
+                auth: None,
+                ca_file: None,
+                client_cert_file: None,
+                client_key_file: None,
+            });
+            let mut soap = clm_hub::config::SoapChannelConfig {
+                bundle_wait_ms: 50,
+                ..Default::default()
+            };
+            if id == ChannelId::CrmB2c {
+                soap.version = "1.2".into();
+            }
+            cfg.soap = Some(soap);
+        }
+    });
+    let hub = start_hub(config, dir).await;
+    for (m, user, pw) in [(&sap, "sap", "sap-pw"), (&esb, "esb", "esb-pw")] {
+        m.set_callbacks(CrmCallbacks {
+            url: Some(hub.url("/soap/responses")),
+            auth: Some((user.into(), pw.into())),
+            ..CrmCallbacks::typical()
+        });
+    }
+
+    let per_channel = 20;
+    let items: Vec<Value> = channels
+        .iter()
+        .flat_map(|id| {
+            (0..per_channel).map(move |i| {
+                json!({
+                    "id": uuid::Uuid::new_v4().to_string(), "campaign_id": "prod-crm",
+                    "customer_id": format!("cust-{i}"), "channel": id.as_str(),
+                    "recipient": "+79001234567",
+                    "content": {"text": "Персональное предложение", "offer_code": "TV-90"},
+                })
+            })
+        })
+        .collect();
+    publish_communications(&vhost, &items).await;
+
+    // Delivered and OfferAccepted for each.
+    let want = items.len() * 2;
+    let mut seen: HashMap<String, Vec<String>> = HashMap::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    for _ in 0..want {
+        let d = tokio::time::timeout_at(deadline, events.next())
+            .await
+            .unwrap_or_else(|_| panic!("{} communications answered so far", seen.len()))
+            .unwrap()
+            .unwrap();
+        d.acker.ack(BasicAckOptions::default()).await.unwrap();
+        let e: Value = serde_json::from_slice(&d.data).unwrap();
+        seen.entry(e["communication_id"].as_str().unwrap().to_owned())
+            .or_default()
+            .push(d.routing_key.as_str().to_owned());
+    }
+    for item in &items {
+        let channel = item["channel"].as_str().unwrap();
+        let mut keys = seen[item["id"].as_str().unwrap()].clone();
+        keys.sort();
+        assert_eq!(
+            keys,
+            [
+                format!("response.{channel}.delivered"),
+                format!("response.{channel}.offer_accepted")
+            ]
+        );
+        assert_eq!(
+            if channel == "sap_crm" { &sap } else { &esb }
+                .accepted_count(item["id"].as_str().unwrap()),
+            1
+        );
+    }
+    hub.stop().await;
+}

@@ -5,6 +5,7 @@
 //! - `restarts`: RabbitMQ, PostgreSQL and Redis restarted under the running `clm-hub` binary.
 //! - `store`: the store suite, run against SQLite and PostgreSQL alike.
 //! - `e2e`: the whole hub in-process on the embedded default against the SMS mock.
+//! - `crm`: SAP CRM, Amdocs and CRM B2C end to end on the embedded default (bundled CRM mocks).
 //! - `http_channels`: wink, elk and eissd end to end on the embedded default (bundled mocks).
 //! - `dwh`: the EISSD DWH poller against a real PostgreSQL table, across restarts and instances.
 //! - `soap`: the SOAP response service (`/soap/responses`): the WSDL's samples, envelope variants
@@ -12,6 +13,7 @@
 
 mod amqp;
 mod coordination;
+mod crm;
 mod dwh;
 mod e2e;
 mod faults;

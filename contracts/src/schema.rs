@@ -7,7 +7,7 @@ use schemars::{JsonSchema, schema_for};
 use crate::api::{
     CancelResponse, ChannelsResponse, CommunicationView, ErrorBody, SubmitBatch, SubmitResponse,
 };
-use crate::channels::{ErrorBody as ChannelErrorBody, eissd, elk, wink};
+use crate::channels::{ErrorBody as ChannelErrorBody, eissd, elk, email, wink};
 use crate::{Communication, Event};
 
 /// `(file name, pretty JSON)` for every published schema.
@@ -36,6 +36,7 @@ pub fn all() -> Vec<(&'static str, String)> {
         one::<eissd::SendRequest>("eissd-send-request.schema.json"),
         one::<eissd::SendResponse>("eissd-send-response.schema.json"),
         one::<eissd::ResponseRow>("eissd-response-row.schema.json"),
+        one::<email::Webhook>("email-webhook.schema.json"),
     ]
 }
 

@@ -19,6 +19,7 @@
 
 pub mod eissd;
 pub mod elk;
+pub mod email;
 pub mod wink;
 
 use schemars::JsonSchema;
@@ -48,7 +49,7 @@ mod tests {
     use serde::Serialize;
     use serde::de::DeserializeOwned;
 
-    use super::{ErrorBody, eissd, elk, wink};
+    use super::{ErrorBody, eissd, elk, email, wink};
     use crate::ResponseKind;
 
     fn examples_dir() -> PathBuf {
@@ -102,6 +103,11 @@ mod tests {
         let r: eissd::ResponseRow = round_trip("eissd-response-row.json");
         assert_eq!(r.response_kind(), ResponseKind::Interested);
         ok("eissd-response-row.json");
+
+        let m: email::Webhook = round_trip("email-webhook-bounced.json");
+        assert_eq!(m.response_kind(), ResponseKind::Undelivered);
+        assert!(m.suppresses());
+        ok("email-webhook-bounced.json");
 
         seen
     }

@@ -77,6 +77,25 @@ if ! command -v xmllint >/dev/null 2>&1; then
     fi
 fi
 
+# Postfix's smtp-sink (Debian's postfix) is the real MTA test server of
+# connectors/tests/smtp_sink.rs, which fails (never skips) without it. Only that
+# binary is used; postfix itself is not started.
+if [[ ! -x /usr/sbin/smtp-sink ]]; then
+    if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+        say "smtp-sink not found: installing postfix (apt-get)"
+        if DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postfix >/dev/null; then
+            say "ok: /usr/sbin/smtp-sink (postfix $(dpkg-query -W -f='${Version}' postfix 2>/dev/null))"
+        else
+            say "FAILED: apt-get install postfix; connectors/tests/smtp_sink.rs will fail"
+            failed+=("installing postfix (smtp-sink)")
+        fi
+    else
+        say "FAILED: /usr/sbin/smtp-sink not found and installing it needs root and apt-get: apt-get install postfix; connectors/tests/smtp_sink.rs will fail"
+        failed+=("smtp-sink missing (postfix)")
+    fi
+fi
+
 # Python zeep, a real third-party SOAP client, calls the hub's SOAP response
 # service in hub/tests/it/soap.rs, which runs $CLM_TEST_PYTHON and fails (never
 # skips) without it. A venv in target/test-python, made once and reused while
@@ -142,6 +161,7 @@ else
     if CLM_HUB__SERVER__API_TOKEN="${CLM_HUB__SERVER__API_TOKEN:-compose-config-check}" \
         CLM_HUB__CHANNELS__SMS__INGEST__TOKEN="${CLM_HUB__CHANNELS__SMS__INGEST__TOKEN:-compose-config-check}" \
         CLM_WEBHOOK_TOKEN="${CLM_WEBHOOK_TOKEN:-compose-config-check}" \
+        CLM_EMAIL_TRACKING_SECRET="${CLM_EMAIL_TRACKING_SECRET:-compose-config-check}" \
         "${compose[@]}" -f docker-compose.yml config -q; then
         say "ok: docker-compose.yml is valid (${compose[*]} config -q)"
     else

@@ -13,12 +13,16 @@
 //!   `clm_contracts::soap::codec` (the mocks use the same one).
 //! - [`crm`]: the CRM channels over SOAP (SAP CRM; Amdocs and CRM B2C through the ESB):
 //!   bundles, per-item outcomes, reconciliation by status query after a lost answer.
+//! - [`email`]: the e-mail channel over SMTP (lettre): message building (RFC 2047 headers,
+//!   multipart text + HTML, `Message-ID` naming the communication, one-click unsubscribe, DKIM),
+//!   pooled relay sessions, and the stage-aware classification of SMTP answers (RFC 5321/3463).
 //!
 //! Connectors are the open set of the hub, so a trait object: the hub builds one per enabled
 //! channel from its config and wraps it in the channel's policy stack. Policy (timeouts, rate,
 //! retries) is not a connector's business; classification is.
 
 pub mod crm;
+pub mod email;
 pub mod json_http;
 pub mod outcome;
 pub mod sms;

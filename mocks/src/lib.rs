@@ -12,6 +12,10 @@
 //!   CRM B2C) — speaking exactly `wsdl/`: bundles answered per item, truthful status queries,
 //!   SOAP faults and timeouts after accepting, callbacks to the hub's response service, control
 //!   API under `/control/sap_crm/` and `/control/crm_esb/`.
+//! - [`smtp`]: the SMTP relay mock of the e-mail channel — the RFC 5321 dialogue with `AUTH`,
+//!   faults per stage (`RCPT`, `DATA`, after the final `.`: replies, disconnects, slow replies,
+//!   hangs), greylisting, feedback webhooks (delivered, bounced, opened, clicked, …) to the hub's
+//!   `/ingest/email`, control API under `/control/email/`.
 //! - `faults`: [`Faults`], the same fault injection for every HTTP mock (the CRM mocks have
 //!   their SOAP-shaped [`CrmFaults`]).
 //!
@@ -30,6 +34,7 @@ pub mod channel;
 pub mod crm;
 mod faults;
 pub mod sms;
+pub mod smtp;
 mod util;
 
 pub use channel::{
@@ -41,3 +46,7 @@ pub use crm::{
 };
 pub use faults::{Faults, Throttle};
 pub use sms::{Credentials, Dialect, DlrConfig, DlrMethod, SmsMock, SmsMockConfig, SmsStats};
+pub use smtp::{
+    EmailFeedback, ReceivedMail, SmtpFaults, SmtpMock, SmtpMockConfig, SmtpScriptStep,
+    SmtpStageFault, SmtpStats,
+};

@@ -1,52 +1,62 @@
 //! `clm-mocks`: runs the bundled mock channels standalone, for QA and docker-compose: the SMS
 //! gateway, the HTTP JSON channels wink, elk and eissd, and the SOAP CRM services (SAP CRM and
-//! the CRM ESB for Amdocs and CRM B2C), all on one address.
+//! the CRM ESB for Amdocs and CRM B2C), all on one address; and the SMTP relay of the e-mail
+//! channel on a port of its own (its control API on the HTTP address).
 //!
 //! ```text
-//! clm-mocks [--listen 127.0.0.1:9100] [--sms-username U --sms-password P]
+//! clm-mocks [--listen 127.0.0.1:9100] [--smtp-listen 127.0.0.1:2525]
+//!           [--sms-username U --sms-password P]
 //!           [--hub URL [--ingest-token T] [--ingest-hmac-secret S]
-//!                      [--soap-username U --soap-password P]] [--eissd-dwh URL]
-//!           [--auth-bearer TOKEN]
+//!                      [--soap-username U --soap-password P] [--email-hmac-secret S]]
+//!           [--eissd-dwh URL] [--auth-bearer TOKEN]
 //! ```
 //! The environment stands in for flags not given: `CLM_MOCKS_LISTEN` for `--listen`,
-//! `CLM_MOCKS_INGEST_TOKEN` and `CLM_MOCKS_INGEST_HMAC_SECRET` for `--ingest-token` and
-//! `--ingest-hmac-secret`, `CLM_MOCKS_SOAP_USERNAME` and `CLM_MOCKS_SOAP_PASSWORD` for
-//! `--soap-username` and `--soap-password` (secrets in the environment do not show in `ps`).
-//! Empty means unset.
+//! `CLM_MOCKS_SMTP_LISTEN` for `--smtp-listen`, `CLM_MOCKS_INGEST_TOKEN` and
+//! `CLM_MOCKS_INGEST_HMAC_SECRET` for `--ingest-token` and `--ingest-hmac-secret`,
+//! `CLM_MOCKS_SOAP_USERNAME` and `CLM_MOCKS_SOAP_PASSWORD` for `--soap-username` and
+//! `--soap-password`, `CLM_MOCKS_EMAIL_HMAC_SECRET` for `--email-hmac-secret` (secrets in the
+//! environment do not show in `ps`). Empty means unset.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clm_contracts::ChannelId;
-use clm_contracts::channels::{elk, wink};
+use clm_contracts::channels::{elk, email, wink};
 use clm_mocks::channel::redact_url;
 use clm_mocks::{
     ChannelMock, ChannelMockConfig, Credentials, CrmCallbacks, CrmKind, CrmMock, CrmMockConfig,
-    ExpectedAuth, ResponsesConfig, SmsMock, SmsMockConfig,
+    EmailFeedback, ExpectedAuth, ResponsesConfig, SmsMock, SmsMockConfig, SmtpMock, SmtpMockConfig,
 };
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:9100";
+const DEFAULT_SMTP_LISTEN: &str = "127.0.0.1:2525";
 /// The eissd mock's DWH when `--hub` is given without `--eissd-dwh`: the file the hub's sandbox
 /// reads by default (`<data_dir>/eissd-dwh.db`, `data_dir` = `data`).
 const DEFAULT_EISSD_DWH: &str = "sqlite://./data/eissd-dwh.db";
 /// Where the CRM mocks' callbacks go, under `--hub`.
 const SOAP_RESPONSES_PATH: &str = "/soap/responses";
-const USAGE: &str = "usage: clm-mocks [--listen ADDR] [--sms-username U --sms-password P]
+const USAGE: &str = "usage: clm-mocks [--listen ADDR] [--smtp-listen ADDR]
+                 [--sms-username U --sms-password P]
                  [--hub URL [--ingest-token T] [--ingest-hmac-secret S]
-                            [--soap-username U --soap-password P]] [--eissd-dwh URL]
-                 [--auth-bearer TOKEN]
-  --listen ADDR              address to serve every mock on (default 127.0.0.1:9100,
-                             env CLM_MOCKS_LISTEN)
+                            [--soap-username U --soap-password P] [--email-hmac-secret S]]
+                 [--eissd-dwh URL] [--auth-bearer TOKEN]
+  --listen ADDR              address to serve every HTTP mock and every control API on
+                             (default 127.0.0.1:9100, env CLM_MOCKS_LISTEN)
+  --smtp-listen ADDR         address of the SMTP relay mock (default 127.0.0.1:2525,
+                             env CLM_MOCKS_SMTP_LISTEN); its control API is on --listen
+                             under /control/email/
   --sms-username U           Kannel username the SMS mock requires (with --sms-password)
   --sms-password P           Kannel password the SMS mock requires
   --hub URL                  base URL of the hub: wink and elk send their typical webhooks to
                              URL/ingest/wink and URL/ingest/elk, eissd writes its typical
                              responses to the DWH (default sqlite://./data/eissd-dwh.db), and
                              the SAP CRM and CRM ESB mocks call URL/soap/responses back
-                             (SubmitResponses: Delivered, OfferAccepted for every accepted item)
+                             (SubmitResponses: Delivered, OfferAccepted for every accepted item),
+                             and the SMTP mock posts delivered, opened and clicked for every
+                             accepted message to URL/ingest/email
   --ingest-token T           webhooks carry X-CLM-Token: T (needs --hub;
                              env CLM_MOCKS_INGEST_TOKEN, which keeps it out of ps)
   --ingest-hmac-secret S     webhooks carry X-CLM-Signature: sha256=<HMAC-SHA256 of the body>
@@ -54,6 +64,9 @@ const USAGE: &str = "usage: clm-mocks [--listen ADDR] [--sms-username U --sms-pa
   --soap-username U          the CRM mocks' callbacks carry a WS-Security UsernameToken U/P
   --soap-password P          (both, needs --hub; env CLM_MOCKS_SOAP_USERNAME and
                              CLM_MOCKS_SOAP_PASSWORD, which keeps the password out of ps)
+  --email-hmac-secret S      the SMTP mock's feedback carries X-CLM-Signature:
+                             sha256=<HMAC-SHA256 of the body> (needs --hub;
+                             env CLM_MOCKS_EMAIL_HMAC_SECRET)
   --eissd-dwh URL            sqlite://PATH or postgres://... for eissd's response rows
                              (enables eissd's typical responses, with or without --hub)
   --auth-bearer TOKEN        wink, elk and eissd require Authorization: Bearer TOKEN
@@ -64,6 +77,8 @@ A flag wins over its environment variable; an empty variable counts as unset.";
 struct Env {
     /// `CLM_MOCKS_LISTEN`.
     listen: Option<String>,
+    /// `CLM_MOCKS_SMTP_LISTEN`.
+    smtp_listen: Option<String>,
     /// `CLM_MOCKS_INGEST_TOKEN`.
     ingest_token: Option<String>,
     /// `CLM_MOCKS_INGEST_HMAC_SECRET`.
@@ -72,6 +87,8 @@ struct Env {
     soap_username: Option<String>,
     /// `CLM_MOCKS_SOAP_PASSWORD`.
     soap_password: Option<String>,
+    /// `CLM_MOCKS_EMAIL_HMAC_SECRET`.
+    email_hmac_secret: Option<String>,
 }
 
 impl Env {
@@ -79,16 +96,19 @@ impl Env {
         let var = |name: &str| std::env::var(name).ok().filter(|value| !value.is_empty());
         Env {
             listen: var("CLM_MOCKS_LISTEN"),
+            smtp_listen: var("CLM_MOCKS_SMTP_LISTEN"),
             ingest_token: var("CLM_MOCKS_INGEST_TOKEN"),
             ingest_hmac_secret: var("CLM_MOCKS_INGEST_HMAC_SECRET"),
             soap_username: var("CLM_MOCKS_SOAP_USERNAME"),
             soap_password: var("CLM_MOCKS_SOAP_PASSWORD"),
+            email_hmac_secret: var("CLM_MOCKS_EMAIL_HMAC_SECRET"),
         }
     }
 }
 
 struct Args {
     listen: SocketAddr,
+    smtp_listen: SocketAddr,
     sms_credentials: Option<Credentials>,
     /// Without a trailing `/`.
     hub: Option<String>,
@@ -99,11 +119,15 @@ struct Args {
     /// Given, or the default when `--hub` is given.
     eissd_dwh: Option<String>,
     auth_bearer: Option<String>,
+    /// The HMAC secret of the SMTP mock's feedback.
+    email_hmac_secret: Option<String>,
 }
 
 /// `Ok(None)` when help was asked for. Flags win over `env`.
 fn parse_args(mut args: impl Iterator<Item = String>, env: Env) -> anyhow::Result<Option<Args>> {
     let mut listen = env.listen;
+    let mut smtp_listen = env.smtp_listen;
+    let mut email_hmac_secret = None;
     let (mut username, mut password) = (None, None);
     let (mut hub, mut ingest_token, mut ingest_hmac_secret) = (None, None, None);
     let (mut eissd_dwh, mut auth_bearer) = (None, None);
@@ -112,6 +136,8 @@ fn parse_args(mut args: impl Iterator<Item = String>, env: Env) -> anyhow::Resul
         let mut value = |name: &str| args.next().with_context(|| format!("{name} needs a value"));
         match arg.as_str() {
             "--listen" => listen = Some(value("--listen")?),
+            "--smtp-listen" => smtp_listen = Some(value("--smtp-listen")?),
+            "--email-hmac-secret" => email_hmac_secret = Some(value("--email-hmac-secret")?),
             "--sms-username" => username = Some(value("--sms-username")?),
             "--sms-password" => password = Some(value("--sms-password")?),
             "--hub" => hub = Some(value("--hub")?),
@@ -129,6 +155,10 @@ fn parse_args(mut args: impl Iterator<Item = String>, env: Env) -> anyhow::Resul
     let listen = listen
         .parse()
         .with_context(|| format!("--listen: {listen} is not an address like {DEFAULT_LISTEN}"))?;
+    let smtp_listen = smtp_listen.as_deref().unwrap_or(DEFAULT_SMTP_LISTEN);
+    let smtp_listen = smtp_listen.parse().with_context(|| {
+        format!("--smtp-listen: {smtp_listen} is not an address like {DEFAULT_SMTP_LISTEN}")
+    })?;
     let sms_credentials = match (username, password) {
         (Some(username), Some(password)) => Some(Credentials { username, password }),
         (None, None) => None,
@@ -148,11 +178,15 @@ fn parse_args(mut args: impl Iterator<Item = String>, env: Env) -> anyhow::Resul
         if soap_username.is_some() || soap_password.is_some() {
             bail!("--soap-username and --soap-password need --hub");
         }
+        if email_hmac_secret.is_some() {
+            bail!("--email-hmac-secret needs --hub");
+        }
         for (name, value) in [
             ("CLM_MOCKS_INGEST_TOKEN", &env.ingest_token),
             ("CLM_MOCKS_INGEST_HMAC_SECRET", &env.ingest_hmac_secret),
             ("CLM_MOCKS_SOAP_USERNAME", &env.soap_username),
             ("CLM_MOCKS_SOAP_PASSWORD", &env.soap_password),
+            ("CLM_MOCKS_EMAIL_HMAC_SECRET", &env.email_hmac_secret),
         ] {
             if value.is_some() {
                 bail!("{name} is set but --hub is not: give --hub or unset {name}");
@@ -161,6 +195,7 @@ fn parse_args(mut args: impl Iterator<Item = String>, env: Env) -> anyhow::Resul
     }
     let ingest_token = ingest_token.or(env.ingest_token);
     let ingest_hmac_secret = ingest_hmac_secret.or(env.ingest_hmac_secret);
+    let email_hmac_secret = email_hmac_secret.or(env.email_hmac_secret);
     let soap_credentials = match (
         soap_username.or(env.soap_username),
         soap_password.or(env.soap_password),
@@ -185,6 +220,7 @@ fn parse_args(mut args: impl Iterator<Item = String>, env: Env) -> anyhow::Resul
     let eissd_dwh = eissd_dwh.or_else(|| hub.as_ref().map(|_| DEFAULT_EISSD_DWH.to_owned()));
     Ok(Some(Args {
         listen,
+        smtp_listen,
         sms_credentials,
         hub,
         ingest_token,
@@ -192,6 +228,7 @@ fn parse_args(mut args: impl Iterator<Item = String>, env: Env) -> anyhow::Resul
         soap_credentials,
         eissd_dwh,
         auth_bearer,
+        email_hmac_secret,
     }))
 }
 
@@ -263,6 +300,41 @@ fn crm_configs(args: &Args) -> Vec<(CrmKind, CrmMockConfig)> {
             )
         })
         .collect()
+}
+
+/// The settings of the SMTP mock: with `--hub`, the typical feedback to its `/ingest/email`,
+/// signed with `--email-hmac-secret`.
+fn email_config(args: &Args) -> SmtpMockConfig {
+    let feedback = match &args.hub {
+        Some(hub) => EmailFeedback {
+            url: Some(format!("{hub}{}", email::INGEST_PATH)),
+            hmac_secret: args.email_hmac_secret.clone(),
+            ..EmailFeedback::typical()
+        },
+        None => EmailFeedback::default(),
+    };
+    SmtpMockConfig {
+        feedback,
+        ..SmtpMockConfig::default()
+    }
+}
+
+/// Where the SMTP mock's feedback goes, for the start-up lines.
+fn email_destination(config: &SmtpMockConfig) -> String {
+    let feedback = &config.feedback;
+    match &feedback.url {
+        Some(url) if !feedback.events.is_empty() => format!(
+            "feedback {} to {}{}",
+            feedback.events.join(","),
+            redact_url(url),
+            if feedback.hmac_secret.is_some() {
+                " (signed)"
+            } else {
+                ""
+            }
+        ),
+        _ => "no feedback".to_owned(),
+    }
 }
 
 /// Where a CRM mock's callbacks go, for the start-up lines.
@@ -363,6 +435,18 @@ async fn main() -> anyhow::Result<()> {
         crms.push(mock);
     }
 
+    let email = email_config(&args);
+    let smtp = SmtpMock::start_detached(args.smtp_listen, addr, email.clone())
+        .await
+        .context("starting the SMTP mock")?;
+    app = app.merge(smtp.control_router());
+    println!(
+        "email  smtp {}  control {}/{{received,stats,faults,feedback,reset}}  {}",
+        smtp.addr(),
+        smtp.control_url(),
+        email_destination(&email)
+    );
+
     let stop = CancellationToken::new();
     let serve = axum::serve(listener, app).with_graceful_shutdown(stop.clone().cancelled_owned());
     let mut server = tokio::spawn(async move { serve.await });
@@ -382,6 +466,7 @@ async fn main() -> anyhow::Result<()> {
     for mock in crms {
         mock.shutdown().await;
     }
+    smtp.shutdown().await;
     stop.cancel();
     if tokio::time::timeout(Duration::from_secs(5), &mut server)
         .await
@@ -724,8 +809,104 @@ mod tests {
             "CLM_MOCKS_INGEST_HMAC_SECRET",
             "CLM_MOCKS_SOAP_USERNAME",
             "CLM_MOCKS_SOAP_PASSWORD",
+            "CLM_MOCKS_SMTP_LISTEN",
+            "CLM_MOCKS_EMAIL_HMAC_SECRET",
         ] {
             assert!(USAGE.contains(name), "{name}");
         }
+        for flag in ["--smtp-listen", "--email-hmac-secret"] {
+            assert!(USAGE.contains(flag), "{flag}");
+        }
+    }
+
+    #[test]
+    fn smtp_listen_flag_beats_the_environment_and_defaults_apply() {
+        let parsed = parse_args(args(&[]), Env::default()).unwrap().unwrap();
+        assert_eq!(parsed.smtp_listen, DEFAULT_SMTP_LISTEN.parse().unwrap());
+        let env = || Env {
+            smtp_listen: Some("127.0.0.1:2626".into()),
+            ..Env::default()
+        };
+        let parsed = parse_args(args(&[]), env()).unwrap().unwrap();
+        assert_eq!(parsed.smtp_listen, "127.0.0.1:2626".parse().unwrap());
+        let parsed = parse_args(args(&["--smtp-listen", "0.0.0.0:25"]), env())
+            .unwrap()
+            .unwrap();
+        assert_eq!(parsed.smtp_listen, "0.0.0.0:25".parse().unwrap());
+        let error = parse_args(args(&["--smtp-listen", "localhost"]), Env::default())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(error.contains("--smtp-listen"), "{error}");
+        assert!(parse_args(args(&["--smtp-listen"]), Env::default()).is_err());
+    }
+
+    #[test]
+    fn without_hub_the_smtp_mock_sends_no_feedback() {
+        let parsed = parse_args(args(&[]), Env::default()).unwrap().unwrap();
+        let config = email_config(&parsed);
+        assert_eq!(config.feedback, EmailFeedback::default());
+        assert_eq!(email_destination(&config), "no feedback");
+        assert!(parse_args(args(&["--email-hmac-secret", "s"]), Env::default()).is_err());
+        let env = Env {
+            email_hmac_secret: Some("env-email-secret".into()),
+            ..Env::default()
+        };
+        let error = parse_args(args(&[]), env).err().unwrap().to_string();
+        assert!(error.contains("CLM_MOCKS_EMAIL_HMAC_SECRET"), "{error}");
+        assert!(
+            !error.contains("env-email-secret"),
+            "no secret in the error: {error}"
+        );
+    }
+
+    #[test]
+    fn hub_sends_email_feedback_to_its_ingest_route() {
+        let env = || Env {
+            email_hmac_secret: Some("env-email-secret".into()),
+            ..Env::default()
+        };
+        let parsed = parse_args(args(&["--hub", "http://hub:8080/"]), env())
+            .unwrap()
+            .unwrap();
+        let config = email_config(&parsed);
+        let feedback = &config.feedback;
+        assert_eq!(
+            feedback.url.as_deref(),
+            Some("http://hub:8080/ingest/email")
+        );
+        assert_eq!(feedback.events, ["delivered", "opened", "clicked"]);
+        assert_eq!(feedback.hmac_secret.as_deref(), Some("env-email-secret"));
+        assert!(feedback.validate().is_ok());
+        let line = email_destination(&config);
+        assert!(line.contains("http://hub:8080/ingest/email"), "{line}");
+        assert!(line.contains("signed"), "{line}");
+        assert!(!line.contains("env-email-secret"), "{line}");
+        assert!(!format!("{config:?}").contains("env-email-secret"));
+
+        let parsed = parse_args(
+            args(&[
+                "--hub",
+                "http://hub:8080",
+                "--email-hmac-secret",
+                "flag-email-secret",
+            ]),
+            env(),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            email_config(&parsed).feedback.hmac_secret.as_deref(),
+            Some("flag-email-secret"),
+            "the flag wins"
+        );
+        // Not the secret of the HTTP channels' webhooks.
+        let parsed = parse_args(
+            args(&["--hub", "http://hub:8080", "--ingest-hmac-secret", "s"]),
+            Env::default(),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(email_config(&parsed).feedback.hmac_secret, None);
     }
 }

@@ -80,6 +80,12 @@ pub fn router(shared: Arc<Shared>) -> Router {
             "/soap/{service}",
             get(crate::soap::get).post(crate::soap::post),
         )
+        .route("/t/o/{token}", get(crate::email::open))
+        .route("/t/c/{token}", get(crate::email::click))
+        .route(
+            "/u/{token}",
+            get(crate::email::unsubscribe_page).post(crate::email::unsubscribe),
+        )
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

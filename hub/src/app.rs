@@ -13,8 +13,8 @@ use clm_connectors::json_http::{Auth, Endpoint, JsonHttpConnector, TlsFiles};
 use clm_connectors::sms::{Dialect, SmsConfig, SmsConnector};
 use clm_contracts::ChannelId;
 use clm_mocks::{
-    ChannelMock, ChannelMockConfig, CrmCallbacks, CrmKind, CrmMock, CrmMockConfig, ResponsesConfig,
-    SmsMock,
+    ChannelMock, ChannelMockConfig, CrmCallbacks, CrmKind, CrmMock, CrmMockConfig, EmailFeedback,
+    ResponsesConfig, SmsMock, SmtpMock, SmtpMockConfig,
 };
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
@@ -37,6 +37,8 @@ pub struct Sandbox {
     pub sap_crm: Option<CrmMock>,
     /// The CRM ESB (Amdocs and CRM B2C), when either is enabled.
     pub crm_esb: Option<CrmMock>,
+    /// The SMTP relay, when e-mail is enabled.
+    pub smtp: Option<SmtpMock>,
 }
 
 impl Sandbox {
@@ -63,6 +65,9 @@ impl Sandbox {
             m.shutdown().await;
         }
         for m in [self.sap_crm, self.crm_esb].into_iter().flatten() {
+            m.shutdown().await;
+        }
+        if let Some(m) = self.smtp {
             m.shutdown().await;
         }
     }
@@ -313,12 +318,134 @@ async fn start_sandbox(config: &Config, public_url: &str) -> anyhow::Result<Sand
     } else {
         None
     };
+    let smtp = if config.channel(ChannelId::Email).is_enabled() {
+        let ingest = &config.channel(ChannelId::Email).ingest;
+        let feedback = EmailFeedback {
+            url: Some(format!(
+                "{}{}",
+                public_url.trim_end_matches('/'),
+                clm_contracts::channels::email::INGEST_PATH
+            )),
+            hmac_secret: ingest.hmac_secret.clone(),
+            basic: ingest
+                .basic_username
+                .clone()
+                .zip(ingest.basic_password.clone()),
+            events: vec!["delivered".into()],
+            ..EmailFeedback::default()
+        };
+        let mock_config = SmtpMockConfig {
+            feedback,
+            ..SmtpMockConfig::default()
+        };
+        Some(
+            SmtpMock::start(([127, 0, 0, 1], 0).into(), mock_config)
+                .await
+                .context("starting the bundled SMTP mock")?,
+        )
+    } else {
+        None
+    };
     Ok(Sandbox {
         sms,
         channels,
         sap_crm,
         crm_esb,
+        smtp,
     })
+}
+
+/// The e-mail connector: the relay (or the sandbox's SMTP mock), with the hub's tracking links.
+fn email_connector(
+    config: &Config,
+    public_url: &str,
+    sealer: Option<&crate::email::Sealer>,
+    sandbox: Option<&SmtpMock>,
+) -> anyhow::Result<Arc<dyn Connector>> {
+    use clm_connectors::email::{DkimConfig, EmailConnector, Security, SmtpConfig};
+    let ch = config.channel(ChannelId::Email);
+    let relay = ch.smtp.clone();
+    let from = relay.as_ref().map_or_else(
+        || "CLM <clm@sandbox.invalid>".to_owned(),
+        |r| r.from.clone(),
+    );
+    let from_domain = from
+        .rsplit_once('@')
+        .map(|(_, d)| d.trim_end_matches('>').trim().to_owned())
+        .unwrap_or_else(|| "clm.invalid".to_owned());
+    let dkim = match relay.as_ref().and_then(|r| r.dkim.clone()) {
+        Some(d) => Some(DkimConfig {
+            domain: d.domain,
+            selector: d.selector,
+            private_key_pem: std::fs::read_to_string(&d.private_key_file).with_context(|| {
+                format!(
+                    "channels.email.smtp.dkim.private_key_file: cannot read {}",
+                    d.private_key_file.display()
+                )
+            })?,
+        }),
+        None => None,
+    };
+    let (host, port, security, auth, ca_file) = match (sandbox, &relay) {
+        (Some(m), _) => (
+            "127.0.0.1".to_owned(),
+            m.port(),
+            Security::Plain,
+            None,
+            None,
+        ),
+        (None, Some(r)) => (
+            r.host.clone(),
+            r.port,
+            match r.security.as_str() {
+                "tls" => Security::Implicit,
+                "plain" => Security::Plain,
+                _ => Security::StartTlsRequired,
+            },
+            r.username.clone().zip(r.password.clone()),
+            r.ca_file.clone(),
+        ),
+        (None, None) => anyhow::bail!("channels.email.smtp is required"),
+    };
+    let smtp = SmtpConfig {
+        host,
+        port,
+        security,
+        auth,
+        ca_file,
+        connect_timeout: Duration::from_millis(
+            relay.as_ref().map_or(10_000, |r| r.connect_timeout_ms),
+        ),
+        command_timeout: Duration::from_millis(
+            relay.as_ref().map_or(30_000, |r| r.command_timeout_ms),
+        ),
+        pool_size: relay.as_ref().map_or(8, |r| r.pool_size),
+        hello_name: relay
+            .as_ref()
+            .and_then(|r| r.hello_name.clone())
+            .unwrap_or_else(hostname),
+        from,
+        message_id_domain: relay
+            .as_ref()
+            .and_then(|r| r.message_id_domain.clone())
+            .unwrap_or(from_domain),
+        dkim,
+        greylist_delay: Duration::from_millis(
+            relay.as_ref().map_or(300_000, |r| r.greylist_delay_ms),
+        ),
+    };
+    let tracking = ch.tracking.clone().unwrap_or_default();
+    let tracker: Option<Arc<dyn clm_connectors::email::Tracking>> = sealer.map(|s| {
+        Arc::new(crate::email::Tracker {
+            sealer: s.clone(),
+            base: public_url.trim_end_matches('/').to_owned(),
+            open_pixel: tracking.open_pixel,
+            click_tracking: tracking.click_tracking,
+        }) as Arc<dyn clm_connectors::email::Tracking>
+    });
+    let connector = EmailConnector::new(smtp, tracker)
+        .context("channels.email.smtp: cannot build the connector")?;
+    Ok(Arc::new(connector))
 }
 
 /// A CRM mock that calls the hub's response service back for every accepted item.
@@ -391,6 +518,16 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Hub>
         }
         local => local,
     };
+    // E-mail tracking tokens: the configured secret, or in sandbox mode one made up now.
+    let email_sealer = config.channel(ChannelId::Email).is_enabled().then(|| {
+        let secret = config
+            .channel(ChannelId::Email)
+            .tracking
+            .as_ref()
+            .and_then(|t| t.secret.clone())
+            .unwrap_or_else(|| format!("{:032x}", rand::random::<u128>()));
+        crate::email::Sealer::new(&secret)
+    });
     let mut channels = BTreeMap::new();
     for id in ChannelId::ALL {
         let cfg = config.channel(id);
@@ -407,9 +544,12 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Hub>
             ChannelId::SapCrm | ChannelId::Amdocs | ChannelId::CrmB2c => {
                 crm_connector(&config, id, sandbox.as_ref().and_then(|s| s.crm_url(id)))?
             }
-            other => {
-                anyhow::bail!("channels.{other}.enabled: no connector for {other} in this build")
-            }
+            ChannelId::Email => email_connector(
+                &config,
+                &public_url,
+                email_sealer.as_ref(),
+                sandbox.as_ref().and_then(|s| s.smtp.as_ref()),
+            )?,
         };
         let limiter = crate::coordination::SharedLimiter::new(
             &coord,
@@ -461,6 +601,7 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Hub>
         Arc::clone(&outbox_wake),
         public_url,
         coord,
+        email_sealer,
     ));
     shared.mark_cancelled(store.cancelled_campaigns().await?);
 

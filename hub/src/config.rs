@@ -153,10 +153,127 @@ pub struct ChannelConfig {
     pub responses: Option<DwhConfig>,
     /// SOAP version and bundling of a CRM channel.
     pub soap: Option<SoapChannelConfig>,
+    /// The SMTP relay (only for `channels.email`).
+    pub smtp: Option<SmtpRelayConfig>,
+    /// Opens, clicks and unsubscribes served by the hub itself (only for `channels.email`).
+    pub tracking: Option<TrackingConfig>,
+}
+
+/// The corporate SMTP relay.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpRelayConfig {
+    pub host: String,
+    #[serde(default = "default_smtp_port")]
+    pub port: u16,
+    /// `starttls` (required, the default), `tls` (implicit, port 465) or `plain` (local relays
+    /// only).
+    #[serde(default = "default_smtp_security")]
+    pub security: String,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    /// PEM CAs trusted for the relay (besides the public roots).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// `From`, e.g. `"Ростелеком <offers@example.ru>"`.
+    pub from: String,
+    /// EHLO name; defaults to the host name.
+    #[serde(default)]
+    pub hello_name: Option<String>,
+    /// Domain of the `Message-ID`s; defaults to the `From` address's domain.
+    #[serde(default)]
+    pub message_id_domain: Option<String>,
+    #[serde(default = "default_smtp_connect_ms")]
+    pub connect_timeout_ms: u64,
+    #[serde(default = "default_smtp_command_ms")]
+    pub command_timeout_ms: u64,
+    #[serde(default = "default_smtp_pool")]
+    pub pool_size: usize,
+    /// First retry after a greylisting answer (450/451 4.7.1): minutes, not seconds.
+    #[serde(default = "default_greylist_ms")]
+    pub greylist_delay_ms: u64,
+    #[serde(default)]
+    pub dkim: Option<DkimFileConfig>,
+}
+
+fn default_smtp_port() -> u16 {
+    587
+}
+fn default_smtp_security() -> String {
+    "starttls".into()
+}
+fn default_smtp_connect_ms() -> u64 {
+    10_000
+}
+fn default_smtp_command_ms() -> u64 {
+    30_000
+}
+fn default_smtp_pool() -> usize {
+    8
+}
+fn default_greylist_ms() -> u64 {
+    300_000
+}
+
+impl std::fmt::Debug for SmtpRelayConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmtpRelayConfig")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("security", &self.security)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .finish_non_exhaustive()
+    }
+}
+
+/// DKIM signing (RFC 6376).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DkimFileConfig {
+    pub domain: String,
+    pub selector: String,
+    /// PEM private key (RSA or Ed25519).
+    pub private_key_file: PathBuf,
+}
+
+/// Tracking the hub serves itself.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrackingConfig {
+    /// Key of the tracking tokens (any length). Required outside sandbox mode; sandbox mode
+    /// makes one up per start.
+    pub secret: Option<String>,
+    /// Add an open pixel to HTML messages.
+    pub open_pixel: bool,
+    /// Rewrite HTML links into click redirects through the hub.
+    pub click_tracking: bool,
+}
+
+impl Default for TrackingConfig {
+    fn default() -> Self {
+        TrackingConfig {
+            secret: None,
+            open_pixel: true,
+            click_tracking: true,
+        }
+    }
+}
+
+impl std::fmt::Debug for TrackingConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrackingConfig")
+            .field("secret", &self.secret.as_ref().map(|_| "***"))
+            .field("open_pixel", &self.open_pixel)
+            .field("click_tracking", &self.click_tracking)
+            .finish()
+    }
 }
 
 /// The channels this build can send on.
-pub const WITH_CONNECTOR: [ChannelId; 7] = [
+pub const WITH_CONNECTOR: [ChannelId; 8] = [
     ChannelId::Sms,
     ChannelId::Wink,
     ChannelId::Elk,
@@ -164,6 +281,7 @@ pub const WITH_CONNECTOR: [ChannelId; 7] = [
     ChannelId::SapCrm,
     ChannelId::Amdocs,
     ChannelId::CrmB2c,
+    ChannelId::Email,
 ];
 
 /// The CRM channels, sent as SOAP bundles.
@@ -372,6 +490,9 @@ pub struct IngestAuthConfig {
     pub token: Option<String>,
     /// HMAC-SHA256 secret; header `X-CLM-Signature: sha256=<hex>` of the body (of the raw query for GET).
     pub hmac_secret: Option<String>,
+    /// HTTP Basic credentials (`Authorization: Basic`), for senders that can do only that.
+    pub basic_username: Option<String>,
+    pub basic_password: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -804,6 +925,31 @@ impl Config {
                 ));
             }
         }
+        if (ch.smtp.is_some() || ch.tracking.is_some()) && id != ChannelId::Email {
+            return Err(invalid(
+                key("smtp"),
+                "only channels.email has smtp and tracking",
+            ));
+        }
+        if let Some(m) = &ch.smtp {
+            validate_smtp(m, &key)?;
+        }
+        if ch.ingest.basic_username.is_some() != ch.ingest.basic_password.is_some() {
+            return Err(invalid(
+                key("ingest.basic_password"),
+                "basic_username and basic_password go together",
+            ));
+        }
+        if id == ChannelId::Email
+            && ch.is_enabled()
+            && !self.sandbox
+            && ch.tracking.as_ref().is_some_and(|t| t.secret.is_none())
+        {
+            return Err(invalid(
+                key("tracking.secret"),
+                "is required for tracking outside sandbox mode (tokens must survive restarts)",
+            ));
+        }
         if ch.soap.is_some() && !soap {
             return Err(invalid(
                 key("soap"),
@@ -838,10 +984,10 @@ impl Config {
                 format!("this build has no connector for {id} yet"),
             ));
         }
-        let (what, configured) = if id == ChannelId::Sms {
-            ("gateway", ch.gateway.is_some())
-        } else {
-            ("endpoint", ch.endpoint.is_some())
+        let (what, configured) = match id {
+            ChannelId::Sms => ("gateway", ch.gateway.is_some()),
+            ChannelId::Email => ("smtp", ch.smtp.is_some()),
+            _ => ("endpoint", ch.endpoint.is_some()),
         };
         if !self.sandbox && !configured {
             return Err(invalid(
@@ -997,6 +1143,51 @@ fn validate_endpoint(e: &EndpointConfig, key: &dyn Fn(&str) -> String) -> Result
         }
         _ => Ok(()),
     }
+}
+
+fn validate_smtp(m: &SmtpRelayConfig, key: &dyn Fn(&str) -> String) -> Result<(), ConfigError> {
+    if m.host.trim().is_empty() {
+        return Err(invalid(key("smtp.host"), "must not be empty"));
+    }
+    if !["starttls", "tls", "plain"].contains(&m.security.as_str()) {
+        return Err(invalid(
+            key("smtp.security"),
+            "must be starttls, tls or plain",
+        ));
+    }
+    if m.security == "plain"
+        && m.username.is_some()
+        && !is_loopback_url(&format!("smtp://{}", m.host))
+    {
+        return Err(invalid(
+            key("smtp.security"),
+            "plain with AUTH to another host would send the password in clear; use starttls or tls",
+        ));
+    }
+    if m.username.is_some() != m.password.is_some() {
+        return Err(invalid(
+            key("smtp.password"),
+            "username and password go together",
+        ));
+    }
+    if !m.from.contains('@') {
+        return Err(invalid(key("smtp.from"), "must contain an address"));
+    }
+    if m.pool_size == 0 || m.command_timeout_ms == 0 || m.connect_timeout_ms == 0 {
+        return Err(invalid(
+            key("smtp.pool_size"),
+            "pool_size and the timeouts must be at least 1",
+        ));
+    }
+    if let Some(d) = &m.dkim
+        && !d.private_key_file.is_file()
+    {
+        return Err(invalid(
+            key("smtp.dkim.private_key_file"),
+            format!("{} is not a readable file", d.private_key_file.display()),
+        ));
+    }
+    Ok(())
 }
 
 fn validate_soap_channel(
@@ -1329,6 +1520,8 @@ mod tests {
                 ("CLM_HUB__CHANNELS__SMS__INGEST__TOKEN", "12345"),
                 ("CLM_HUB__CHANNELS__WINK__INGEST__TOKEN", "w"),
                 ("CLM_HUB__CHANNELS__ELK__INGEST__TOKEN", "e"),
+                ("CLM_HUB__CHANNELS__EMAIL__INGEST__HMAC_SECRET", "m"),
+                ("CLM_HUB__CHANNELS__EMAIL__TRACKING__SECRET", "t"),
             ]),
         )
         .unwrap();

@@ -72,7 +72,24 @@ fn authenticate(
     token_param: Option<String>,
     signed: &[u8],
 ) -> Result<(), &'static str> {
-    if auth.token.is_none() && auth.hmac_secret.is_none() {
+    if auth.token.is_none() && auth.hmac_secret.is_none() && auth.basic_username.is_none() {
+        return Ok(());
+    }
+    if let (Some(user), Some(password)) = (&auth.basic_username, &auth.basic_password)
+        && let Some((u, p)) = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Basic "))
+            .and_then(|b| {
+                use base64::Engine;
+                base64::engine::general_purpose::STANDARD
+                    .decode(b.trim())
+                    .ok()
+            })
+            .and_then(|raw| String::from_utf8(raw).ok())
+            .and_then(|t| t.split_once(':').map(|(u, p)| (u.to_owned(), p.to_owned())))
+        && same(u.as_bytes(), user.as_bytes()) & same(p.as_bytes(), password.as_bytes())
+    {
         return Ok(());
     }
     if let Some(token) = &auth.token {
@@ -159,6 +176,10 @@ pub async fn ingest(
         ChannelId::Wink | ChannelId::Elk => {
             Err(format!("{channel} webhooks are POSTed as JSON bodies"))
         }
+        ChannelId::Email if method == Method::POST => {
+            return ingest_email(&shared, &body).await;
+        }
+        ChannelId::Email => Err("e-mail events are POSTed as JSON bodies".to_owned()),
         other => Err(format!(
             "channel `{other}` has no response parser in this build"
         )),
@@ -227,6 +248,98 @@ pub async fn ingest(
     }
 }
 
+/// An e-mail event (`clm_contracts::channels::email::Webhook`): correlated by the `Message-ID`
+/// the hub gave the message, recorded, and the address suppressed on a hard bounce, a complaint
+/// or an unsubscribe.
+async fn ingest_email(shared: &Shared, body: &[u8]) -> Response {
+    use clm_contracts::channels::email::{BounceType, Webhook, WebhookKind};
+    let malformed = |msg: String| {
+        shared
+            .metrics
+            .ingest_malformed
+            .fetch_add(1, Ordering::Relaxed);
+        error(StatusCode::BAD_REQUEST, msg)
+    };
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return malformed("empty body: expected an e-mail event".into());
+    }
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    let hook: Webhook = match serde_path_to_error::deserialize(de) {
+        Ok(h) => h,
+        Err(e) => {
+            let path = e.path().to_string();
+            let inner: String = e.into_inner().to_string().chars().take(200).collect();
+            return malformed(format!("invalid email event at `{path}`: {inner}"));
+        }
+    };
+    if hook.event_id.trim().is_empty() {
+        return malformed("event_id must not be empty".into());
+    }
+    let Some(id) = clm_connectors::email::communication_of_message_id(&hook.message_id) else {
+        shared
+            .metrics
+            .ingest_unknown
+            .fetch_add(1, Ordering::Relaxed);
+        return error(StatusCode::NOT_FOUND, "message_id is not one the hub sent");
+    };
+    let detail = match hook.kind {
+        WebhookKind::Bounced => hook.bounce.as_ref().map(|b| {
+            let kind = match b.bounce_type {
+                BounceType::Hard => "hard bounce",
+                BounceType::Soft => "soft bounce",
+            };
+            match &b.diagnostic {
+                Some(d) => format!("{kind}: {}", d.chars().take(300).collect::<String>()),
+                None => kind.to_owned(),
+            }
+        }),
+        WebhookKind::Clicked => hook.url.clone(),
+        _ => None,
+    };
+    let suppress = hook.suppresses().then_some(match hook.kind {
+        WebhookKind::Complained => crate::email::COMPLAINT,
+        WebhookKind::Unsubscribed => crate::email::UNSUBSCRIBE,
+        _ => crate::email::HARD_BOUNCE,
+    });
+    let outcome = crate::email::record(
+        shared,
+        id,
+        hook.response_kind(),
+        format!("hook:{}", hook.event_id),
+        detail,
+        Some(hook.occurred_at),
+        suppress,
+    )
+    .await;
+    let m = &shared.metrics;
+    match outcome {
+        Ok(ResponseOutcome::Recorded) => {
+            m.ingest_recorded.fetch_add(1, Ordering::Relaxed);
+            (
+                StatusCode::OK,
+                Json(serde_json::json!({"outcome": "recorded"})),
+            )
+                .into_response()
+        }
+        Ok(ResponseOutcome::Duplicate) => {
+            m.ingest_duplicate.fetch_add(1, Ordering::Relaxed);
+            (
+                StatusCode::OK,
+                Json(serde_json::json!({"outcome": "duplicate"})),
+            )
+                .into_response()
+        }
+        Ok(ResponseOutcome::NotFound) => {
+            m.ingest_unknown.fetch_add(1, Ordering::Relaxed);
+            error(StatusCode::NOT_FOUND, "no communication matches this event")
+        }
+        Err(e) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("store unavailable: {e}"),
+        ),
+    }
+}
+
 /// Kannel reports come as GET query parameters or as a POSTed form; the JSON dialect as a POSTed
 /// JSON body.
 fn parse_sms(
@@ -260,6 +373,7 @@ mod tests {
         IngestAuthConfig {
             token: token.map(Into::into),
             hmac_secret: secret.map(Into::into),
+            ..IngestAuthConfig::default()
         }
     }
 

@@ -15,6 +15,8 @@
 //! - [`policy`]: send windows, backoff, circuit breaker (the rate limit is governor's).
 //! - [`ingest`]: delivery reports and webhooks → correlated, deduplicated responses.
 //! - [`soap`]: the SOAP response service (`/soap/responses`) SAP CRM and the CRM ESB call.
+//! - [`email`]: e-mail suppression list, `/ingest/email`, and the tracking the hub serves
+//!   (open pixel, click redirects, one-click unsubscribe).
 //! - [`dwh`]: the EISSD poller, responses read incrementally from a DWH table (singleton).
 //! - [`events`]: outbox publisher (in-process bus on the embedded default).
 //! - [`metrics`]: counters and the Prometheus exposition.
@@ -30,6 +32,7 @@ pub mod config;
 pub mod coordination;
 pub mod dispatcher;
 pub mod dwh;
+pub mod email;
 pub mod events;
 pub mod ingest;
 pub mod intake;

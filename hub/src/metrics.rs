@@ -20,6 +20,12 @@ pub struct Metrics {
     pub ingest_unauthorized: AtomicU64,
     /// SOAP faults the response service answered with.
     pub soap_faults: AtomicU64,
+    /// Addresses put on the e-mail suppression list.
+    pub email_suppressed: AtomicU64,
+    /// E-mails not sent because their address is suppressed.
+    pub email_suppressed_skips: AtomicU64,
+    /// 5.7.x policy rejections by the relay.
+    pub email_policy_rejections: AtomicU64,
     pub events_published: Arc<AtomicU64>,
     /// The EISSD DWH poller ([`crate::dwh`]).
     pub dwh_polls: AtomicU64,
@@ -103,6 +109,21 @@ pub fn render(shared: &Shared, depth: &[(clm_contracts::ChannelId, ChannelDepth)
             &[(String::new(), g(&m.dwh_errors))],
         );
     }
+    counter(
+        "clm_email_suppressions_total",
+        "E-mail addresses put on the suppression list (hard bounce, complaint, unsubscribe).",
+        &[(String::new(), g(&m.email_suppressed))],
+    );
+    counter(
+        "clm_email_suppressed_skips_total",
+        "E-mails failed as suppressed without an SMTP session.",
+        &[(String::new(), g(&m.email_suppressed_skips))],
+    );
+    counter(
+        "clm_email_policy_rejections_total",
+        "E-mails the relay refused for policy (5.7.x).",
+        &[(String::new(), g(&m.email_policy_rejections))],
+    );
     counter(
         "clm_soap_faults_total",
         "SOAP faults the response service answered with.",

@@ -33,6 +33,8 @@ pub struct Shared {
     pub coord: crate::coordination::Coordination,
     /// RabbitMQ connection state (when `queue.url` is AMQP), for `/readyz`.
     pub broker: crate::amqp::SharedBrokerState,
+    /// Opens e-mail tracking tokens (when e-mail is enabled).
+    pub email_tracking: Option<crate::email::Sealer>,
     cancelled: RwLock<HashSet<String>>,
 }
 
@@ -48,6 +50,7 @@ impl Shared {
         outbox_wake: Arc<Notify>,
         public_url: String,
         coord: crate::coordination::Coordination,
+        email_tracking: Option<crate::email::Sealer>,
     ) -> Shared {
         let s1 = store.clone();
         let intake = Batcher::start(move |items: Vec<NewCommunication>| {
@@ -73,6 +76,7 @@ impl Shared {
             public_url,
             coord,
             broker: Default::default(),
+            email_tracking,
             cancelled: RwLock::new(HashSet::new()),
         }
     }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use clm_connectors::Outcome;
-use clm_contracts::{Classification, Status};
+use clm_contracts::{ChannelId, Classification, Status};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
@@ -137,12 +137,89 @@ async fn settle(
     }
 }
 
+/// E-mail to a suppressed address (hard bounce, complaint, unsubscribe) fails here, before any
+/// SMTP session; the rest go on.
+async fn without_suppressed(shared: &Shared, ch: &Channel, claimed: Vec<Claimed>) -> Vec<Claimed> {
+    if ch.id != ChannelId::Email {
+        return claimed;
+    }
+    let addresses: Vec<String> = claimed.iter().map(|c| c.comm.recipient.clone()).collect();
+    let suppressed = match shared.store.suppressed_among(&addresses).await {
+        Ok(s) => s,
+        Err(e) => {
+            // Not knowing is not sending: give the claim back for a moment.
+            warn!(error = %e, "suppression list unavailable; e-mails wait");
+            give_back(
+                shared,
+                claimed,
+                chrono_after(Duration::from_secs(5)),
+                "suppression list unavailable",
+            )
+            .await;
+            return Vec::new();
+        }
+    };
+    if suppressed.is_empty() {
+        return claimed;
+    }
+    let mut rest = Vec::with_capacity(claimed.len());
+    for c in claimed {
+        if suppressed.contains(&c.comm.recipient.to_lowercase()) {
+            ch.counters.failed.fetch_add(1, Ordering::Relaxed);
+            shared
+                .metrics
+                .email_suppressed_skips
+                .fetch_add(1, Ordering::Relaxed);
+            shared
+                .finisher
+                .submit(finish_unsent(&c, Status::Failed, "suppressed".into()))
+                .await;
+        } else {
+            rest.push(c);
+        }
+    }
+    rest
+}
+
+/// After an e-mail attempt: a 5.1.x answer suppresses the address; 5.7.x is counted.
+async fn after_email_attempt(shared: &Shared, c: &Claimed, outcome: &Outcome) {
+    if clm_connectors::email::is_policy_rejection(outcome) {
+        shared
+            .metrics
+            .email_policy_rejections
+            .fetch_add(1, Ordering::Relaxed);
+    }
+    if clm_connectors::email::suppression_of(outcome).is_some() {
+        match shared
+            .store
+            .suppress(
+                &c.comm.recipient,
+                crate::email::HARD_BOUNCE,
+                Some(c.comm.id),
+                Utc::now(),
+            )
+            .await
+        {
+            Ok(()) => {
+                shared
+                    .metrics
+                    .email_suppressed
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                warn!(communication_id = %c.comm.id, error = %e, "could not suppress a hard-bounced address")
+            }
+        }
+    }
+}
+
 pub async fn dispatch_batch(
     shared: &Arc<Shared>,
     ch: &Arc<Channel>,
     claimed: Vec<Claimed>,
     shutdown: &CancellationToken,
 ) {
+    let claimed = without_suppressed(shared, ch, claimed).await;
     let mut queue = claimed.into_iter();
     while let Some(c) = queue.next() {
         let c = match settle(shared, ch, c, &mut queue).await {
@@ -199,8 +276,11 @@ pub async fn dispatch_batch(
         let shared = Arc::clone(shared);
         let ch = Arc::clone(ch);
         tokio::spawn(async move {
-            let (finish, opened) = attempt(&ch, &c, probe).await;
+            let (finish, opened, outcome) = attempt(&ch, &c, probe).await;
             drop(permit);
+            if ch.id == ChannelId::Email {
+                after_email_attempt(&shared, &c, &outcome).await;
+            }
             if opened {
                 // Every instance holds off, not just this one.
                 let open_for = Duration::from_millis(ch.policy.breaker.open_ms);
@@ -213,7 +293,7 @@ pub async fn dispatch_batch(
 }
 
 /// 7–8: one timed attempt, classified, turned into the communication's next state.
-async fn attempt(ch: &Channel, c: &Claimed, probe: bool) -> (Finish, bool) {
+async fn attempt(ch: &Channel, c: &Claimed, probe: bool) -> (Finish, bool, Outcome) {
     let started_at = Utc::now();
     let t0 = Instant::now();
     let timeout = Duration::from_millis(ch.policy.timeout_ms);
@@ -307,7 +387,7 @@ async fn attempt(ch: &Channel, c: &Claimed, probe: bool) -> (Finish, bool) {
         next_attempt_at: next,
         attempts: number,
     };
-    (finish, opened)
+    (finish, opened, outcome)
 }
 
 /// Throttled retries are the channel's pacing, not the message's fault: they may take up to this

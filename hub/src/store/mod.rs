@@ -401,6 +401,33 @@ impl Store {
         dispatch!(self, cancel_campaign(campaign_id, now))
     }
 
+    /// Adds an address to the suppression list (lower-cased; the first reason stays).
+    pub async fn suppress(
+        &self,
+        address: &str,
+        reason: &str,
+        communication: Option<Uuid>,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        dispatch!(self, suppress(address, reason, communication, now))
+    }
+
+    /// Which of `addresses` (compared lower-cased) are suppressed; returned lower-cased.
+    pub async fn suppressed_among(
+        &self,
+        addresses: &[String],
+    ) -> Result<std::collections::HashSet<String>> {
+        if addresses.is_empty() {
+            return Ok(Default::default());
+        }
+        dispatch!(self, suppressed_among(addresses))
+    }
+
+    /// The channel and recipient of a communication.
+    pub async fn recipient_of(&self, id: Uuid) -> Result<Option<(ChannelId, String)>> {
+        dispatch!(self, recipient_of(id))
+    }
+
     /// Where the incremental poller of `source` stands: `(position, row_key)` of the last row
     /// at or before which everything was recorded.
     pub async fn watermark(&self, source: &str) -> Result<Option<(String, String)>> {

@@ -657,6 +657,76 @@ macro_rules! backend {
                 Ok(())
             }
 
+            pub async fn suppress(
+                w: &Pool,
+                _r: &Pool,
+                address: &str,
+                reason: &str,
+                communication: Option<Uuid>,
+                now: DateTime<Utc>,
+            ) -> Result<()> {
+                let mut qb = QueryBuilder::<Db>::new(
+                    "INSERT INTO suppressions (address, reason, communication_id, created_at) VALUES (",
+                );
+                qb.push_bind(address.to_lowercase())
+                    .push(", ")
+                    .push_bind(reason)
+                    .push(", ")
+                    .push_bind(communication.map(|c| c.to_string()))
+                    .push(", ")
+                    .push_bind(ms(now))
+                    .push(") ON CONFLICT (address) DO NOTHING");
+                qb.build().execute(w).await?;
+                Ok(())
+            }
+
+            pub async fn suppressed_among(
+                _w: &Pool,
+                r: &Pool,
+                addresses: &[String],
+            ) -> Result<HashSet<String>> {
+                let mut out = HashSet::new();
+                for chunk in addresses.chunks(CHUNK) {
+                    let mut qb =
+                        QueryBuilder::<Db>::new("SELECT address FROM suppressions WHERE address IN (");
+                    {
+                        let mut sep = qb.separated(", ");
+                        for a in chunk {
+                            sep.push_bind(a.to_lowercase());
+                        }
+                    }
+                    qb.push(")");
+                    let rows: Vec<(String,)> =
+                        qb.build_query_as().persistent(false).fetch_all(r).await?;
+                    out.extend(rows.into_iter().map(|r| r.0));
+                }
+                Ok(out)
+            }
+
+            pub async fn recipient_of(
+                _w: &Pool,
+                r: &Pool,
+                id: Uuid,
+            ) -> Result<Option<(ChannelId, String)>> {
+                let key = id.to_string();
+                let mut qb = QueryBuilder::<Db>::new(
+                    "SELECT channel, payload FROM communications WHERE id = ",
+                );
+                qb.push_bind(key.clone());
+                let row: Option<(String, String)> = qb.build_query_as().fetch_optional(r).await?;
+                match row {
+                    Some((c, payload)) => {
+                        let comm: Communication =
+                            serde_json::from_str(&payload).map_err(|e| StoreError::Corrupt {
+                                id: key.clone(),
+                                message: format!("payload: {e}"),
+                            })?;
+                        Ok(Some((parse_channel(&key, &c)?, comm.recipient)))
+                    }
+                    None => Ok(None),
+                }
+            }
+
             pub async fn cancelled_campaigns(_w: &Pool, r: &Pool) -> Result<Vec<String>> {
                 let rows: Vec<(String,)> =
                     sqlx::query_as("SELECT campaign_id FROM cancelled_campaigns")

@@ -6,6 +6,7 @@
 //! - `store`: the store suite, run against SQLite and PostgreSQL alike.
 //! - `e2e`: the whole hub in-process on the embedded default against the SMS mock.
 //! - `crm`: SAP CRM, Amdocs and CRM B2C end to end on the embedded default (bundled CRM mocks).
+//! - `email`: e-mail end to end on the embedded default (bundled SMTP mock, tracking, suppression).
 //! - `http_channels`: wink, elk and eissd end to end on the embedded default (bundled mocks).
 //! - `dwh`: the EISSD DWH poller against a real PostgreSQL table, across restarts and instances.
 //! - `soap`: the SOAP response service (`/soap/responses`): the WSDL's samples, envelope variants
@@ -16,6 +17,7 @@ mod coordination;
 mod crm;
 mod dwh;
 mod e2e;
+mod email;
 mod faults;
 mod harness;
 mod http_channels;

@@ -502,3 +502,126 @@ async fn crm_channels_run_on_the_production_stack() {
     }
     hub.stop().await;
 }
+
+/// E-mail on the production stack: from RabbitMQ through the SMTP mock, its delivery events
+/// back over `/ingest/email` (HMAC), every response on `clm.events`; a bounced address is
+/// suppressed in PostgreSQL for the next send.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn email_runs_on_the_production_stack() {
+    use clm_hub::config::{SmtpRelayConfig, TrackingConfig};
+    use clm_mocks::{EmailFeedback, SmtpMock, SmtpMockConfig};
+
+    let vhost = amqp_vhost();
+    let sms = SmsMock::start(([127, 0, 0, 1], 0).into()).await.unwrap();
+    let relay = SmtpMock::start(([127, 0, 0, 1], 0).into(), SmtpMockConfig::default())
+        .await
+        .unwrap();
+    let (_conn, ch) = broker(&vhost).await;
+    let mut events = tap(&ch, clm_hub::amqp::EVENTS_EXCHANGE, "response.email.#").await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let pg = pg_database().await;
+    let secret = "prod-mail-events";
+    let port = relay.port();
+    let config = config_for(&sms, "kannel", dir.path(), |c| {
+        c.store.url = Some(pg);
+        c.queue.url = vhost.clone();
+        let e = c.channels.get_mut(&ChannelId::Email).unwrap();
+        e.enabled = Some(true);
+        e.ingest.hmac_secret = Some(secret.into());
+        e.smtp = Some(SmtpRelayConfig {
+            host: "127.0.0.1".into(),
+            port,
+            security: "plain".into(),
+            username: None,
+            password: None,
+            ca_file: None,
+            from: "CLM <offers@example.ru>".into(),
+            hello_name: Some("hub.test".into()),
+            message_id_domain: None,
+            connect_timeout_ms: 2_000,
+            command_timeout_ms: 5_000,
+            pool_size: 4,
+            greylist_delay_ms: 300_000,
+            dkim: None,
+        });
+        e.tracking = Some(TrackingConfig {
+            secret: Some("tracking-key".into()),
+            ..TrackingConfig::default()
+        });
+    });
+    let hub = start_hub(config, dir).await;
+    relay.set_feedback(EmailFeedback {
+        url: Some(hub.url("/ingest/email")),
+        hmac_secret: Some(secret.into()),
+        events: vec!["delivered".into(), "opened".into()],
+        bounce_recipients: vec!["gone@example.ru".into()],
+        ..EmailFeedback::default()
+    });
+
+    let mail = |to: &str| {
+        json!({
+            "id": uuid::Uuid::new_v4().to_string(), "campaign_id": "prod-mail",
+            "customer_id": "c-1", "channel": "email", "recipient": to,
+            "content": {"subject": "Предложение", "text": "Текст", "html": "<p>Текст</p>"},
+        })
+    };
+    let items: Vec<Value> = (0..10)
+        .map(|i| mail(&format!("user{i}@example.ru")))
+        .chain(std::iter::once(mail("gone@example.ru")))
+        .collect();
+    publish_communications(&vhost, &items).await;
+
+    // delivered + opened for ten, one hard bounce.
+    let want = 10 * 2 + 1;
+    let mut seen: HashMap<String, Vec<String>> = HashMap::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    for _ in 0..want {
+        let d = tokio::time::timeout_at(deadline, events.next())
+            .await
+            .unwrap_or_else(|_| panic!("events so far: {seen:#?}"))
+            .unwrap()
+            .unwrap();
+        d.acker.ack(BasicAckOptions::default()).await.unwrap();
+        let e: Value = serde_json::from_slice(&d.data).unwrap();
+        seen.entry(e["communication_id"].as_str().unwrap().to_owned())
+            .or_default()
+            .push(d.routing_key.as_str().to_owned());
+    }
+    let gone = items[10]["id"].as_str().unwrap();
+    assert_eq!(seen[gone], ["response.email.undelivered"]);
+    for item in &items[..10] {
+        let mut keys = seen[item["id"].as_str().unwrap()].clone();
+        keys.sort();
+        assert_eq!(keys, ["response.email.delivered", "response.email.opened"]);
+    }
+    assert_eq!(relay.received().len(), 11);
+
+    // The bounced address is suppressed: the next mail to it never reaches the relay.
+    let again = mail("gone@example.ru");
+    publish_communications(&vhost, std::slice::from_ref(&again)).await;
+    let url = hub.url(&format!(
+        "/v1/communications/{}",
+        again["id"].as_str().unwrap()
+    ));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while hub.client.get(&url).send().await.unwrap().status() == 404 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never taken from RabbitMQ"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    hub.wait_for(
+        &[again["id"].as_str().unwrap().to_owned()],
+        &["failed"],
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(
+        hub.view(again["id"].as_str().unwrap()).await["reason"],
+        "suppressed"
+    );
+    assert_eq!(relay.received().len(), 11);
+    hub.stop().await;
+}

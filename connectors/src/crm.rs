@@ -185,11 +185,19 @@ async fn bundler(sender: Arc<Sender>, mut rx: mpsc::Receiver<(CommunicationItem,
                 Ok(None) | Err(_) => break,
             }
         }
-        let bundle = std::mem::replace(&mut pending, Vec::with_capacity(size));
+        let mut bundle = std::mem::replace(&mut pending, Vec::with_capacity(size));
         let permit = Arc::clone(&slots)
             .acquire_owned()
             .await
             .expect("semaphore never closed");
+        // An item whose caller gave up meanwhile (the dispatcher's per-attempt timeout,
+        // shutdown) is not sent: its attempt is already recorded, and sending it now would go
+        // behind the dispatcher's back.
+        bundle.retain(|(_, reply)| !reply.is_closed());
+        if bundle.is_empty() {
+            drop(permit);
+            continue;
+        }
         let sender = Arc::clone(&sender);
         tokio::spawn(async move {
             sender.send_bundle(bundle).await;
@@ -373,6 +381,11 @@ impl Sender {
             Ok(b) => b,
             Err(e) => return transport(&e),
         };
+        // A gateway in front of the CRM (the ESB) timed out or lost the backend's answer: the
+        // CRM may have the bundle. Ask rather than resend.
+        if status == 502 || status == 504 {
+            return Exchange::Lost(answer_excerpt(status, &String::from_utf8_lossy(&bytes)));
+        }
         match parse_envelope(&bytes, Limits::DEFAULT) {
             // A fault is a fault whatever the status (SOAP 1.1 sends it with 500, 1.2 with 400).
             Ok(p) if matches!(p.body, Body::Fault(_)) || (200..300).contains(&status) => {

@@ -269,8 +269,14 @@ pub(crate) fn classify(
                 );
             }
             // RFC 3463 §3.2: X.1.x addressing status; X.1.7 and X.1.8 are about the sender.
+            // 5.1.0 ("other address status") and a text naming the sender are about our
+            // envelope sender, not the recipient: Postfix delays sender checks to RCPT, and
+            // suppressing every recipient for that would be a disaster.
+            let about_sender = matches!(reply.enhanced, Some((_, _, 0)))
+                || reply.text.to_ascii_lowercase().contains("sender");
             let bad_recipient = reply.enhanced_is(5, 1)
                 && !matches!(reply.enhanced, Some((_, _, 7 | 8)))
+                && !about_sender
                 && matches!(stage, Stage::Rcpt | Stage::EndOfData);
             if bad_recipient {
                 return Outcome::Fail {
@@ -460,6 +466,31 @@ mod tests {
         };
         assert_eq!(external_id.as_deref(), Some("<abc.clm@example.ru>"));
         assert_eq!(answer, "250 2.0.0 Ok: queued as 4Xyz for <[address]>");
+    }
+
+    #[test]
+    fn a_sender_rejection_at_rcpt_fails_without_suppressing_the_recipient() {
+        // Postfix checks the sender at RCPT by default (smtpd_delay_reject).
+        for (code, text) in [
+            (
+                553,
+                "5.1.0 <offers@example.ru>: Sender address rejected: not owned by user",
+            ),
+            (
+                550,
+                "5.1.1 <offers@example.ru>: Sender address rejected: User unknown",
+            ),
+        ] {
+            let o = at(Stage::Rcpt, code, text);
+            assert!(matches!(o, Outcome::Fail { .. }), "{o:?}");
+            assert_eq!(suppression_of(&o), None, "{text}");
+        }
+        let o = at(
+            Stage::Rcpt,
+            550,
+            "5.1.1 <ivan@example.ru>: Recipient address rejected",
+        );
+        assert!(suppression_of(&o).is_some());
     }
 
     #[test]

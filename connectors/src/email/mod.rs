@@ -301,6 +301,12 @@ pub fn is_policy_rejection(outcome: &Outcome) -> bool {
     matches!(outcome, Outcome::Fail { reason, .. } if reason.starts_with(POLICY_REJECTION))
 }
 
+/// `text` on one line and shortened, with every e-mail address replaced by `[address]`: what a
+/// relay's or a bounce's diagnostic may carry before it is stored or logged.
+pub fn mask_addresses(text: &str) -> String {
+    classify::mask(text, "")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -519,15 +519,25 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Hub>
         local => local,
     };
     // E-mail tracking tokens: the configured secret, or in sandbox mode one made up now.
-    let email_sealer = config.channel(ChannelId::Email).is_enabled().then(|| {
-        let secret = config
+    // Outside sandbox mode only with a configured secret: links made with a key that changes at
+    // every start would break for every customer after a restart.
+    let email_sealer = if config.channel(ChannelId::Email).is_enabled() {
+        let configured = config
             .channel(ChannelId::Email)
             .tracking
             .as_ref()
-            .and_then(|t| t.secret.clone())
-            .unwrap_or_else(|| format!("{:032x}", rand::random::<u128>()));
-        crate::email::Sealer::new(&secret)
-    });
+            .and_then(|t| t.secret.clone());
+        match configured {
+            Some(secret) => Some(crate::email::Sealer::new(&secret)),
+            None if config.sandbox => Some(crate::email::Sealer::new(&format!(
+                "{:032x}",
+                rand::random::<u128>()
+            ))),
+            None => None,
+        }
+    } else {
+        None
+    };
     let mut channels = BTreeMap::new();
     for id in ChannelId::ALL {
         let cfg = config.channel(id);

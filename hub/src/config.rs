@@ -610,6 +610,12 @@ impl ChannelConfig {
             enabled: (channel == ChannelId::Sms).then_some(true),
             ..ChannelConfig::default()
         };
+        if channel == ChannelId::Email {
+            // Room for the whole SMTP dialogue of one message: connect, then up to seven
+            // commands (EHLO, STARTTLS, EHLO, AUTH, MAIL, RCPT, DATA) and the final dot, each
+            // bounded by the relay's command timeout.
+            c.policy.timeout_ms = default_smtp_connect_ms() + 8 * default_smtp_command_ms() + 5_000;
+        }
         if SOAP_CHANNELS.contains(&channel) {
             // Room for the bundles in flight, and a per-item timeout that covers the wait for a
             // bundle, the call and the reconciliation after a lost answer.
@@ -782,6 +788,15 @@ impl Config {
         for (id, ch) in &self.channels {
             self.validate_channel(*id, ch)?;
         }
+        let crm_enabled = SOAP_CHANNELS
+            .iter()
+            .any(|id| self.channels.get(id).is_some_and(ChannelConfig::is_enabled));
+        if crm_enabled && !self.server.listen.ip().is_loopback() && self.soap.callers.is_empty() {
+            return Err(invalid(
+                "soap.callers",
+                "are required when a CRM channel is enabled and server.listen is not a loopback address: the CRMs' callbacks would all be refused",
+            ));
+        }
         Ok(())
     }
 
@@ -933,6 +948,37 @@ impl Config {
         }
         if let Some(m) = &ch.smtp {
             validate_smtp(m, &key)?;
+            let dialogue = m.connect_timeout_ms + 8 * m.command_timeout_ms;
+            if ch.policy.timeout_ms <= dialogue {
+                return Err(invalid(
+                    key("policy.timeout_ms"),
+                    format!(
+                        "must be above {dialogue} ms (smtp.connect_timeout_ms + 8 × smtp.command_timeout_ms): an attempt cut short mid-dialogue would end unknown"
+                    ),
+                ));
+            }
+        }
+        if (id == ChannelId::Email || soap) && p.on_timeout == TimeoutPolicy::Retry {
+            return Err(invalid(
+                key("policy.on_timeout"),
+                "must stay `unknown` for e-mail and the CRM channels: their unknowns are deliberate (the relay or CRM may have the message) and must not be resent",
+            ));
+        }
+        if let Some(t) = &ch.tracking
+            && t.secret.as_ref().is_some_and(|s| s.len() < 16)
+        {
+            return Err(invalid(
+                key("tracking.secret"),
+                "must be at least 16 characters: tracking links are only as unforgeable as it",
+            ));
+        }
+        for (k, v) in [
+            ("ingest.basic_username", &ch.ingest.basic_username),
+            ("ingest.basic_password", &ch.ingest.basic_password),
+        ] {
+            if v.as_deref().is_some_and(|t| t.trim().is_empty()) {
+                return Err(invalid(key(k), "must not be empty (leave it out instead)"));
+            }
         }
         if ch.ingest.basic_username.is_some() != ch.ingest.basic_password.is_some() {
             return Err(invalid(
@@ -1008,7 +1054,11 @@ impl Config {
         // EISSD's responses come from its DWH table, the CRMs' over SOAP (`soap.callers`), not
         // over /ingest.
         let has_ingest_route = id != ChannelId::Eissd && !SOAP_CHANNELS.contains(&id);
-        if has_ingest_route && !open && ch.ingest.token.is_none() && ch.ingest.hmac_secret.is_none()
+        if has_ingest_route
+            && !open
+            && ch.ingest.token.is_none()
+            && ch.ingest.hmac_secret.is_none()
+            && ch.ingest.basic_username.is_none()
         {
             return Err(invalid(
                 key("ingest.token"),
@@ -1204,6 +1254,12 @@ fn validate_soap_channel(
             "must be between 1 and 1000",
         ));
     }
+    if sc.reconcile_attempts == 0 {
+        return Err(invalid(
+            key("soap.reconcile_attempts"),
+            "must be at least 1: a bundle whose answer was lost is asked about, never resent blindly",
+        ));
+    }
     if sc.parallel_bundles == 0 || sc.request_timeout_ms == 0 {
         return Err(invalid(
             key("soap.parallel_bundles"),
@@ -1373,7 +1429,8 @@ mod tests {
         for id in super::WITH_CONNECTOR {
             assert!(c.channel(id).is_enabled(), "{id}");
         }
-        assert!(!c.channel(ChannelId::Email).is_enabled());
+        // Every channel has a connector now; the embedded default runs them all.
+        assert!(c.channel(ChannelId::Email).is_enabled());
         assert!(c.store_url().starts_with("sqlite://"));
         // Tuning a channel from the environment does not switch it off.
         let c = Config::load(None, env(&[("CLM_HUB__CHANNELS__WINK__POLICY__RATE", "5")])).unwrap();
@@ -1521,7 +1578,10 @@ mod tests {
                 ("CLM_HUB__CHANNELS__WINK__INGEST__TOKEN", "w"),
                 ("CLM_HUB__CHANNELS__ELK__INGEST__TOKEN", "e"),
                 ("CLM_HUB__CHANNELS__EMAIL__INGEST__HMAC_SECRET", "m"),
-                ("CLM_HUB__CHANNELS__EMAIL__TRACKING__SECRET", "t"),
+                (
+                    "CLM_HUB__CHANNELS__EMAIL__TRACKING__SECRET",
+                    "a-long-tracking-key",
+                ),
             ]),
         )
         .unwrap();

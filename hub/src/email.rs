@@ -220,34 +220,39 @@ pub async fn record(
             ch.counters.responses.fetch_add(1, Ordering::Relaxed);
         }
     }
+    // A duplicate suppresses too: the first delivery of the event may have been recorded while
+    // its suppression failed, and the sender retried because we answered 503.
     if let (Some(reason), ResponseOutcome::Recorded | ResponseOutcome::Duplicate) =
         (suppress, outcome)
     {
-        suppress_recipient(shared, id, reason).await;
+        suppress_recipient(shared, id, reason).await?;
     }
     Ok(outcome)
 }
 
-/// Puts the recipient of communication `id` on the suppression list.
-pub async fn suppress_recipient(shared: &Shared, id: Uuid, reason: &str) {
+/// Puts the recipient of communication `id` on the suppression list. An error is the caller's
+/// to answer with 503, so that the event (or the unsubscribe) is sent again.
+pub async fn suppress_recipient(shared: &Shared, id: Uuid, reason: &str) -> Result<(), String> {
     match shared.store.recipient_of(id).await {
         Ok(Some((ChannelId::Email, address))) => {
-            if let Err(e) = shared
+            shared
                 .store
                 .suppress(&address, reason, Some(id), Utc::now())
                 .await
-            {
-                warn!(communication_id = %id, error = %e, "could not suppress the address; it is retried with the next event");
-            } else {
-                shared
-                    .metrics
-                    .email_suppressed
-                    .fetch_add(1, Ordering::Relaxed);
-            }
+                .map_err(|e| {
+                    warn!(communication_id = %id, error = %e, "could not suppress the address");
+                    e.to_string()
+                })?;
+            shared
+                .metrics
+                .email_suppressed
+                .fetch_add(1, Ordering::Relaxed);
+            Ok(())
         }
-        Ok(_) => {}
+        Ok(_) => Ok(()),
         Err(e) => {
-            warn!(communication_id = %id, error = %e, "could not look up the address to suppress")
+            warn!(communication_id = %id, error = %e, "could not look up the address to suppress");
+            Err(e.to_string())
         }
     }
 }

@@ -288,8 +288,9 @@ async fn ingest_email(shared: &Shared, body: &[u8]) -> Response {
                 BounceType::Hard => "hard bounce",
                 BounceType::Soft => "soft bounce",
             };
+            // A diagnostic usually names the address (`550 5.1.1 <ivan@…>`): masked.
             match &b.diagnostic {
-                Some(d) => format!("{kind}: {}", d.chars().take(300).collect::<String>()),
+                Some(d) => format!("{kind}: {}", clm_connectors::email::mask_addresses(d)),
                 None => kind.to_owned(),
             }
         }),

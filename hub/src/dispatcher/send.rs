@@ -164,7 +164,7 @@ async fn without_suppressed(shared: &Shared, ch: &Channel, claimed: Vec<Claimed>
     }
     let mut rest = Vec::with_capacity(claimed.len());
     for c in claimed {
-        if suppressed.contains(&c.comm.recipient.to_lowercase()) {
+        if suppressed.contains(&crate::store::normalize_address(&c.comm.recipient)) {
             ch.counters.failed.fetch_add(1, Ordering::Relaxed);
             shared
                 .metrics

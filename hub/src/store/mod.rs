@@ -10,6 +10,8 @@
 
 mod sql;
 
+pub use sql::normalize_address;
+
 use std::str::FromStr;
 use std::time::Duration;
 

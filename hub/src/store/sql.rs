@@ -54,6 +54,11 @@ fn status_event(
     }))
 }
 
+/// An e-mail address as the suppression list keeps it: trimmed, lower-cased.
+pub fn normalize_address(address: &str) -> String {
+    address.trim().to_lowercase()
+}
+
 /// The order `record_responses` locks communications in.
 fn correlation_key(it: &IncomingResponse) -> (u8, String) {
     match &it.correlation {
@@ -668,7 +673,7 @@ macro_rules! backend {
                 let mut qb = QueryBuilder::<Db>::new(
                     "INSERT INTO suppressions (address, reason, communication_id, created_at) VALUES (",
                 );
-                qb.push_bind(address.to_lowercase())
+                qb.push_bind(normalize_address(address))
                     .push(", ")
                     .push_bind(reason)
                     .push(", ")
@@ -692,7 +697,7 @@ macro_rules! backend {
                     {
                         let mut sep = qb.separated(", ");
                         for a in chunk {
-                            sep.push_bind(a.to_lowercase());
+                            sep.push_bind(normalize_address(a));
                         }
                     }
                     qb.push(")");

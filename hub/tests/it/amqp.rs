@@ -546,7 +546,7 @@ async fn email_runs_on_the_production_stack() {
             dkim: None,
         });
         e.tracking = Some(TrackingConfig {
-            secret: Some("tracking-key".into()),
+            secret: Some("tracking-key-for-tests".into()),
             ..TrackingConfig::default()
         });
     });

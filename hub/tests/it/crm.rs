@@ -359,7 +359,12 @@ async fn what_the_hub_sends_and_answers_validates_against_the_xsd() {
         // The stand-in, not the bundled mocks.
         c.sandbox = false;
         c.channels.get_mut(&ChannelId::Sms).unwrap().enabled = Some(false);
-        for id in [ChannelId::Wink, ChannelId::Elk, ChannelId::Eissd] {
+        for id in [
+            ChannelId::Wink,
+            ChannelId::Elk,
+            ChannelId::Eissd,
+            ChannelId::Email,
+        ] {
             c.channels.get_mut(&id).unwrap().enabled = Some(false);
         }
     })

@@ -36,7 +36,7 @@ async fn email_hub(tweak: impl FnOnce(&mut clm_hub::Config)) -> TestHub {
         greylist_delay_ms: GREYLIST_MS,
         dkim: None,
     });
-    ch.policy.timeout_ms = 5_000;
+    ch.policy.timeout_ms = 20_000;
     ch.policy.backoff_initial_ms = 50;
     ch.policy.backoff_max_ms = 200;
     tweak(&mut config);
@@ -208,7 +208,8 @@ async fn a_hard_bounce_at_send_suppresses_the_address() {
         SmtpStageFault::Reply {
             code: 550,
             enhanced: Some("5.1.1".into()),
-            text: "user unknown".into(),
+            // Relays name the address in their answer; the attempt log must not keep it.
+            text: "<nobody@example.ru>: user unknown".into(),
         },
     );
     m.set_faults(faults);

@@ -850,6 +850,13 @@ fn print_banner(hub: &Hub) {
                 m.control_url()
             );
         }
+        if let Some(m) = &s.smtp {
+            println!(
+                "             smtp    mock at smtp://{} (control: {})",
+                m.addr(),
+                m.control_url()
+            );
+        }
         for (name, m) in [("sap_crm", &s.sap_crm), ("crm ESB", &s.crm_esb)] {
             if let Some(m) = m {
                 println!(

@@ -416,6 +416,29 @@ mod tests {
     }
 
     #[test]
+    fn basic_credentials_are_checked() {
+        use base64::Engine;
+        let a = IngestAuthConfig {
+            basic_username: Some("relay".into()),
+            basic_password: Some("p4ss".into()),
+            ..IngestAuthConfig::default()
+        };
+        let with = |user_pass: &str| {
+            let mut h = HeaderMap::new();
+            let b64 = base64::engine::general_purpose::STANDARD.encode(user_pass);
+            h.insert(
+                header::AUTHORIZATION,
+                format!("Basic {b64}").parse().unwrap(),
+            );
+            h
+        };
+        assert!(authenticate(&a, &with("relay:p4ss"), None, b"").is_ok());
+        assert!(authenticate(&a, &with("relay:wrong"), None, b"").is_err());
+        assert!(authenticate(&a, &with("other:p4ss"), None, b"").is_err());
+        assert!(authenticate(&a, &HeaderMap::new(), None, b"").is_err());
+    }
+
+    #[test]
     fn nothing_configured_means_open() {
         assert!(authenticate(&auth(None, None), &HeaderMap::new(), None, b"").is_ok());
     }

@@ -81,6 +81,7 @@ type Reply = oneshot::Sender<Outcome>;
 pub struct CrmConnector {
     channel: ChannelId,
     tx: mpsc::Sender<(CommunicationItem, Reply)>,
+    sender: Arc<Sender>,
 }
 
 struct Sender {
@@ -114,8 +115,12 @@ impl CrmConnector {
             client,
             url,
         });
-        tokio::spawn(bundler(sender, rx));
-        Ok(CrmConnector { channel, tx })
+        tokio::spawn(bundler(Arc::clone(&sender), rx));
+        Ok(CrmConnector {
+            channel,
+            tx,
+            sender,
+        })
     }
 }
 
@@ -123,6 +128,52 @@ impl CrmConnector {
 impl Connector for CrmConnector {
     fn channel(&self) -> ChannelId {
         self.channel
+    }
+
+    fn reconciles(&self) -> bool {
+        true
+    }
+
+    /// One `GetCommunicationStatus` per 1000 ids (the hub's later reconciliation of items whose
+    /// in-attempt status queries all failed).
+    async fn reconcile(&self, ids: &[uuid::Uuid]) -> Result<Vec<(uuid::Uuid, Outcome)>, String> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(clm_contracts::soap::MAX_BUNDLE) {
+            let query = GetCommunicationStatus {
+                target_system: self.sender.target,
+                message_ids: chunk.iter().map(ToString::to_string).collect(),
+            };
+            let xml = envelope(
+                self.sender.config.version,
+                &query,
+                self.sender.config.ws_security.as_ref(),
+            );
+            match self.sender.exchange(query.soap_action(), xml).await {
+                Exchange::Answer(Body::GetCommunicationStatusResponse(_, answer)) => {
+                    for s in &answer.statuses {
+                        let Ok(id) = s.message_id.parse::<uuid::Uuid>() else {
+                            continue;
+                        };
+                        if chunk.contains(&id) {
+                            out.push((id, reconciled("reconciled later: status query", Some(s))));
+                        }
+                    }
+                }
+                Exchange::Answer(Body::Fault(f)) => {
+                    return Err(format!(
+                        "status query fault {:?}: {}",
+                        f.code,
+                        excerpt(&f.reason)
+                    ));
+                }
+                Exchange::Answer(other) => {
+                    return Err(format!("status query answered {}", other.element_name()));
+                }
+                Exchange::Failed(o) => return Err(format!("status query failed: {}", o.answer())),
+                Exchange::Lost(what) => return Err(format!("status query lost: {what}")),
+            }
+        }
+        Ok(out)
     }
 
     async fn send(&self, comm: &Communication) -> Outcome {

@@ -41,6 +41,18 @@ pub trait Connector: Send + Sync + 'static {
     /// Makes one attempt. Never panics on a bad answer: every answer becomes an [`Outcome`].
     /// The caller bounds it with the per-attempt timeout.
     async fn send(&self, comm: &Communication) -> Outcome;
+
+    /// Whether the channel can be asked what became of a send that ended `unknown`.
+    fn reconciles(&self) -> bool {
+        false
+    }
+
+    /// Asks the channel about communications whose sends ended `unknown`: for each id it knows
+    /// about, `Sent` (it has it), `Fail` (it rejected it) or `Retry` (it never got it: resend).
+    /// Ids missing from the answer stay unknown. `Err`: the channel could not be asked now.
+    async fn reconcile(&self, _ids: &[uuid::Uuid]) -> Result<Vec<(uuid::Uuid, Outcome)>, String> {
+        Err("this channel has no status operation".into())
+    }
 }
 
 /// Installs the one crypto provider every TLS user in the process shares (ring). Idempotent.

@@ -657,6 +657,25 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Hub>
         (publisher, None)
     };
     let housekeeping = tokio::spawn(housekeeping(Arc::clone(&shared), shutdown.clone()));
+    let mut reconcilers = Vec::new();
+    for ch in shared.channels.values() {
+        let sc = shared
+            .config
+            .channel(ch.id)
+            .soap
+            .clone()
+            .unwrap_or_default();
+        if ch.connector.reconciles() && sc.reconcile_every_ms > 0 {
+            reconcilers.push(tokio::spawn(crate::reconcile::run(
+                Arc::clone(&shared),
+                Arc::clone(ch),
+                Duration::from_millis(sc.reconcile_every_ms),
+                // Give the CRM at least one request's time with the lost bundle first.
+                Duration::from_millis(sc.request_timeout_ms),
+                shutdown.clone(),
+            )));
+        }
+    }
     let dwh_poller = dwh_source.map(|source| {
         let cfg = shared
             .config
@@ -693,6 +712,9 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Hub>
             let _ = d.await;
         }
         let _ = housekeeping.await;
+        for r in reconcilers {
+            let _ = r.await;
+        }
         if let Some(p) = dwh_poller
             && let Err(e) = p.await
         {

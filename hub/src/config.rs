@@ -305,6 +305,9 @@ pub struct SoapChannelConfig {
     /// Status queries made after a send whose answer was lost, before the items are left
     /// `unknown`.
     pub reconcile_attempts: u32,
+    /// How often items left `unknown` (every status query failed) are asked about again, by one
+    /// instance; 0: never.
+    pub reconcile_every_ms: u64,
 }
 
 impl Default for SoapChannelConfig {
@@ -316,6 +319,7 @@ impl Default for SoapChannelConfig {
             parallel_bundles: 4,
             request_timeout_ms: 10_000,
             reconcile_attempts: 3,
+            reconcile_every_ms: 60_000,
         }
     }
 }

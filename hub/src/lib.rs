@@ -17,6 +17,7 @@
 //! - [`soap`]: the SOAP response service (`/soap/responses`) SAP CRM and the CRM ESB call.
 //! - [`email`]: e-mail suppression list, `/ingest/email`, and the tracking the hub serves
 //!   (open pixel, click redirects, one-click unsubscribe).
+//! - [`reconcile`]: CRM communications left `unknown` asked about again later (singleton).
 //! - [`dwh`]: the EISSD poller, responses read incrementally from a DWH table (singleton).
 //! - [`events`]: outbox publisher (in-process bus on the embedded default).
 //! - [`metrics`]: counters and the Prometheus exposition.
@@ -38,6 +39,7 @@ pub mod ingest;
 pub mod intake;
 pub mod metrics;
 pub mod policy;
+pub mod reconcile;
 pub mod soap;
 pub mod state;
 pub mod store;

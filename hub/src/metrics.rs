@@ -148,6 +148,7 @@ pub fn render(shared: &Shared, depth: &[(clm_contracts::ChannelId, ChannelDepth)
             ("unknown", &c.unknown),
             ("expired", &c.expired),
             ("cancelled", &c.cancelled),
+            ("reconciled", &c.reconciled),
         ] {
             outcomes.push((format!("{{channel=\"{id}\",outcome=\"{k}\"}}"), g(a)));
         }

@@ -28,6 +28,8 @@ pub struct ChannelCounters {
     pub responses: AtomicU64,
     pub throttled: AtomicU64,
     pub breaker_opened: AtomicU64,
+    /// `unknown` communications settled by a later status query (CRM channels).
+    pub reconciled: AtomicU64,
     /// Sum and count of attempt durations, for the metrics' mean.
     pub attempt_ms_sum: AtomicU64,
     pub attempts: AtomicU64,

@@ -364,7 +364,27 @@ impl Store {
         if items.is_empty() {
             return Ok(Vec::new());
         }
-        dispatch!(self, finish_batch(items, now))
+        dispatch!(self, finish_batch(items, false, now))
+    }
+
+    /// Settles communications still `unknown` (a later reconciliation): like
+    /// [`Store::finish_batch`], but for `unknown` rows instead of claims; the rest are left alone.
+    pub async fn settle_unknown(&self, items: &[Finish], now: DateTime<Utc>) -> Result<Vec<Uuid>> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        dispatch!(self, finish_batch(items, true, now))
+    }
+
+    /// Communications of `channel` that have been `unknown` since before `before`, oldest first:
+    /// id, campaign, attempts.
+    pub async fn unknown_before(
+        &self,
+        channel: ChannelId,
+        before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<(Uuid, String, u32)>> {
+        dispatch!(self, unknown_before(channel, before, limit))
     }
 
     /// Gives claimed, unsent communications back, due at `due` (window closed, channel

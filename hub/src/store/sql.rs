@@ -236,6 +236,7 @@ macro_rules! backend {
                 w: &Pool,
                 _r: &Pool,
                 items: &[Finish],
+                from_unknown: bool,
                 now: DateTime<Utc>,
             ) -> Result<Vec<Uuid>> {
                 let now_ms = ms(now);
@@ -283,7 +284,12 @@ macro_rules! backend {
                          claim_until = NULL, updated_at = ",
                     )
                     .push_bind(now_ms)
-                    .push(" FROM v WHERE id = v.vid AND status = 'sending' AND claimed_by = v.vclaim")
+                    .push(if from_unknown {
+                        // A later reconciliation settles what is still `unknown`, nothing else.
+                        " FROM v WHERE id = v.vid AND status = 'unknown'"
+                    } else {
+                        " FROM v WHERE id = v.vid AND status = 'sending' AND claimed_by = v.vclaim"
+                    })
                     .push(" RETURNING id");
                     let rows: Vec<(String,)> = qb.build_query_as().persistent(false).fetch_all(&mut *tx).await?;
                     for (id,) in rows {
@@ -730,6 +736,29 @@ macro_rules! backend {
                     }
                     None => Ok(None),
                 }
+            }
+
+            pub async fn unknown_before(
+                _w: &Pool,
+                r: &Pool,
+                channel: ChannelId,
+                before: DateTime<Utc>,
+                limit: u32,
+            ) -> Result<Vec<(Uuid, String, u32)>> {
+                let mut qb = QueryBuilder::<Db>::new(
+                    "SELECT id, campaign_id, attempts FROM communications WHERE channel = ",
+                );
+                qb.push_bind(channel.as_str())
+                    .push(" AND status = 'unknown' AND updated_at <= ")
+                    .push_bind(ms(before))
+                    .push(" ORDER BY updated_at LIMIT ")
+                    .push_bind(i64::from(limit));
+                let rows: Vec<(String, String, i64)> = qb.build_query_as().fetch_all(r).await?;
+                rows.into_iter()
+                    .map(|(id, campaign, attempts)| {
+                        Ok((parse_uuid(&id)?, campaign, u32::try_from(attempts).unwrap_or(0)))
+                    })
+                    .collect()
             }
 
             pub async fn cancelled_campaigns(_w: &Pool, r: &Pool) -> Result<Vec<String>> {

@@ -414,3 +414,55 @@ async fn what_the_hub_sends_and_answers_validates_against_the_xsd() {
     }
     hub.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn items_left_unknown_are_reconciled_later() {
+    let hub = crm_hub(|c| {
+        let soap = c
+            .channels
+            .get_mut(&ChannelId::SapCrm)
+            .unwrap()
+            .soap
+            .as_mut()
+            .unwrap();
+        soap.reconcile_every_ms = 300;
+    })
+    .await;
+    let m = mock(&hub, ChannelId::SapCrm);
+    // No callbacks: a Delivered callback would settle the item before the reconciler does.
+    m.set_callbacks(clm_mocks::CrmCallbacks::default());
+    // The answer is lost and every status query within the attempt fails: unknown. The next
+    // query, the reconciler's, is answered.
+    m.set_faults(CrmFaults {
+        script: vec![CrmFault::AcceptThenHang],
+        status_script: vec![
+            CrmFault::ServerFault,
+            CrmFault::ServerFault,
+            CrmFault::ServerFault,
+        ],
+        ..CrmFaults::default()
+    });
+    let items: Vec<Value> = (0..2)
+        .map(|i| offer(ChannelId::SapCrm, "later", &format!("r-{i}")))
+        .collect();
+    let ids = submit_all(&hub, &items).await;
+    hub.wait_for(&ids, &["unknown"], Duration::from_secs(30))
+        .await;
+    hub.wait_for(&ids, &["sent"], Duration::from_secs(30)).await;
+    for id in &ids {
+        let v = hub.view(id).await;
+        let a = v["attempts"].as_array().unwrap();
+        assert_eq!(a.len(), 2, "{v:#}");
+        assert_eq!(a[0]["classification"], "unknown");
+        assert_eq!(a[1]["classification"], "sent");
+        assert!(
+            a[1]["answer"]
+                .as_str()
+                .unwrap()
+                .contains("reconciled later"),
+            "{v:#}"
+        );
+        assert_eq!(m.accepted_count(id), 1, "never resent");
+    }
+    hub.stop().await;
+}

@@ -190,15 +190,7 @@ async fn sent_offers(hub: &TestHub, n: usize) -> Vec<String> {
 }
 
 async fn metric(hub: &TestHub, line_prefix: &str) -> u64 {
-    let text = hub
-        .client
-        .get(hub.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = hub.metrics_text().await;
     text.lines()
         .find_map(|l| l.strip_prefix(line_prefix))
         .map_or(0, |v| v.trim().parse().unwrap())

@@ -773,15 +773,7 @@ async fn metrics_and_channels_report_the_channel() {
         Duration::from_secs(10),
     )
     .await;
-    let text = hub
-        .client
-        .get(hub.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = hub.metrics_text().await;
     assert!(
         text.contains("clm_dispatch_outcomes_total{channel=\"sms\",outcome=\"sent\"} 1"),
         "{text}"

@@ -324,15 +324,7 @@ async fn relay_answers_are_classified() {
         Duration::from_secs(10),
     )
     .await;
-    let metrics = hub
-        .client
-        .get(hub.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = hub.metrics_text().await;
     assert!(
         metrics.contains("clm_email_policy_rejections_total 1"),
         "{metrics}"

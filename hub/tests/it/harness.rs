@@ -174,6 +174,18 @@ impl TestHub {
         r.json().await.unwrap()
     }
 
+    /// The Prometheus text of `GET /metrics`.
+    pub async fn metrics_text(&self) -> String {
+        self.client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub async fn status(&self, id: &str) -> String {
         self.view(id).await["status"].as_str().unwrap().to_owned()
     }

@@ -89,15 +89,7 @@ async fn wait_responses(hub: &TestHub, id: &str, n: usize, timeout: Duration) ->
             // What the mock sent and what the hub's ingest and poller saw, to tell which side lost it.
             let channel: ChannelId = v["channel"].as_str().unwrap().parse().unwrap();
             let stats = mock(hub, channel).stats();
-            let metrics = hub
-                .client
-                .get(hub.url("/metrics"))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
+            let metrics = hub.metrics_text().await;
             let seen: Vec<&str> = metrics
                 .lines()
                 .filter(|l| l.starts_with("clm_ingest") || l.starts_with("clm_dwh"))
@@ -437,15 +429,7 @@ async fn webhooks_are_checked(channel: ChannelId) {
     let (code, v) = post(&hub, &path, &stray, Some(&sign(secret, &stray))).await;
     assert_eq!(code, 404, "{v}");
 
-    let metrics = hub
-        .client
-        .get(hub.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = hub.metrics_text().await;
     for line in [
         "clm_ingest_total{outcome=\"unauthorized\"} 3",
         "clm_ingest_total{outcome=\"malformed\"} 4",

@@ -360,15 +360,7 @@ fn occurred(r: &(String, Option<String>, Option<String>)) -> DateTime<Utc> {
 }
 
 async fn soap_faults_metric(hub: &TestHub) -> u64 {
-    let text = hub
-        .client
-        .get(hub.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = hub.metrics_text().await;
     text.lines()
         .find_map(|l| l.strip_prefix("clm_soap_faults_total "))
         .unwrap_or_else(|| panic!("no clm_soap_faults_total in /metrics:\n{text}"))

@@ -1,5 +1,5 @@
 //! Small helpers shared by the mocks: HTTP auth header parsing, constant-time comparison,
-//! base64, the HMAC signature of webhook bodies.
+//! base64, the HMAC signature of webhook bodies, stopping a server task.
 
 use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
@@ -88,6 +88,17 @@ pub(crate) fn signature(secret: &str, body: &[u8]) -> String {
         clm_contracts::channels::SIGNATURE_PREFIX,
         hex::encode(mac.finalize().into_bytes())
     )
+}
+
+/// Waits up to 5 s for a server task to finish after its shutdown was signalled, then aborts it.
+pub(crate) async fn stop_within_grace(task: tokio::task::JoinHandle<()>) {
+    let abort = task.abort_handle();
+    if tokio::time::timeout(std::time::Duration::from_secs(5), task)
+        .await
+        .is_err()
+    {
+        abort.abort();
+    }
 }
 
 #[cfg(test)]

@@ -451,13 +451,7 @@ impl ChannelMock {
     pub async fn shutdown(mut self) {
         self.shared.shutdown.cancel();
         if let Some(server) = self.server.take() {
-            let abort = server.abort_handle();
-            if tokio::time::timeout(Duration::from_secs(5), server)
-                .await
-                .is_err()
-            {
-                abort.abort();
-            }
+            crate::util::stop_within_grace(server).await;
         }
         self.shared.responder.close().await;
     }

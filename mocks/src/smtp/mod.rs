@@ -287,13 +287,7 @@ impl SmtpMock {
             .into_iter()
             .flatten()
         {
-            let abort = task.abort_handle();
-            if tokio::time::timeout(Duration::from_secs(5), task)
-                .await
-                .is_err()
-            {
-                abort.abort();
-            }
+            crate::util::stop_within_grace(task).await;
         }
         self.connections.close();
         let _ = tokio::time::timeout(Duration::from_secs(5), self.connections.wait()).await;

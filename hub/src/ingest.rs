@@ -33,6 +33,22 @@ fn error(status: StatusCode, msg: impl Into<String>) -> Response {
     (status, Json(ErrorBody { error: msg.into() })).into_response()
 }
 
+/// The user and password of `Authorization: Basic …`, if well-formed (RFC 7617).
+pub(crate) fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
+    use base64::Engine;
+    let b64 = headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Basic ")?;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .ok()?;
+    let text = String::from_utf8(raw).ok()?;
+    let (u, p) = text.split_once(':')?;
+    Some((u.to_owned(), p.to_owned()))
+}
+
 /// Constant-time comparison, so a token cannot be guessed byte by byte from response times.
 pub(crate) fn same(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
@@ -76,18 +92,7 @@ fn authenticate(
         return Ok(());
     }
     if let (Some(user), Some(password)) = (&auth.basic_username, &auth.basic_password)
-        && let Some((u, p)) = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Basic "))
-            .and_then(|b| {
-                use base64::Engine;
-                base64::engine::general_purpose::STANDARD
-                    .decode(b.trim())
-                    .ok()
-            })
-            .and_then(|raw| String::from_utf8(raw).ok())
-            .and_then(|t| t.split_once(':').map(|(u, p)| (u.to_owned(), p.to_owned())))
+        && let Some((u, p)) = basic_credentials(headers)
         && same(u.as_bytes(), user.as_bytes()) & same(p.as_bytes(), password.as_bytes())
     {
         return Ok(());

@@ -138,11 +138,7 @@ fn caller<'a>(
             Err("no SOAP callers are configured on this hub")
         };
     }
-    let basic = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Basic "))
-        .and_then(|b| decode_basic(b.trim()));
+    let basic = crate::ingest::basic_credentials(headers);
     let given = match (token, basic) {
         (Some(t), _) => Some((t.username.clone(), t.password.clone())),
         (None, Some(b)) => Some(b),
@@ -159,14 +155,6 @@ fn caller<'a>(
         })
         .map(Some)
         .ok_or("unknown user or wrong password")
-}
-
-fn decode_basic(b64: &str) -> Option<(String, String)> {
-    use base64::Engine;
-    let raw = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
-    let text = String::from_utf8(raw).ok()?;
-    let (u, p) = text.split_once(':')?;
-    Some((u.to_owned(), p.to_owned()))
 }
 
 /// `POST /soap/{service}`.

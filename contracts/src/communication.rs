@@ -84,10 +84,147 @@ fn invalid(field: &'static str, message: impl Into<String>) -> ValidationError {
 pub const SMS_MAX_CHARS: usize = 670;
 /// Longest id-like field (campaign, customer, attribute keys).
 pub const MAX_ID_LEN: usize = 128;
+/// Longest recipient (an e-mail address is at most 254 octets, RFC 5321 §4.5.3.1.3).
+pub const MAX_RECIPIENT_LEN: usize = 320;
+/// Longest subject, template id or offer code.
+pub const MAX_SHORT_TEXT_LEN: usize = 1024;
+/// Longest text or HTML body.
+pub const MAX_BODY_LEN: usize = 256 * 1024;
+/// Most attributes, and the longest attribute value.
+pub const MAX_ATTRIBUTES: usize = 64;
+pub const MAX_ATTRIBUTE_LEN: usize = 1024;
+/// Largest `content.params`, serialized.
+pub const MAX_PARAMS_LEN: usize = 64 * 1024;
+
+/// Text the stores can hold: PostgreSQL refuses U+0000 in `text` (SQLite would keep it, and
+/// every reader would then see a truncated string), so it is refused at the door on both, with
+/// the field named. (A lone surrogate cannot reach here: JSON parsing refuses it.)
+pub fn storable(field: &'static str, value: &str, max_len: usize) -> Result<(), ValidationError> {
+    if value.contains('\0') {
+        return Err(invalid(
+            field,
+            "contains U+0000 (NUL), which cannot be stored",
+        ));
+    }
+    if value.len() > max_len {
+        return Err(invalid(field, format!("is longer than {max_len} bytes")));
+    }
+    Ok(())
+}
+
+/// Replaces what a store cannot hold (U+0000) in text that comes from a channel and cannot be
+/// refused (an answer, a diagnostic), and caps its length at a character boundary.
+pub fn sanitize(value: &str, max_len: usize) -> std::borrow::Cow<'_, str> {
+    if !value.contains('\0') && value.len() <= max_len {
+        return std::borrow::Cow::Borrowed(value);
+    }
+    let mut out: String = value.replace('\0', "\u{FFFD}");
+    if out.len() > max_len {
+        let mut end = max_len;
+        while !out.is_char_boundary(end) {
+            end -= 1;
+        }
+        out.truncate(end);
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// A short, printable rendering of an untrusted key for an error message.
+fn key_for_message(key: &str) -> String {
+    let shown: String = key.chars().take(40).collect();
+    format!("{shown:?}")
+}
+
+fn storable_json(value: &serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::String(s) => !s.contains('\0'),
+        serde_json::Value::Array(a) => a.iter().all(storable_json),
+        serde_json::Value::Object(o) => {
+            o.iter().all(|(k, v)| !k.contains('\0') && storable_json(v))
+        }
+        _ => true,
+    }
+}
 
 impl Communication {
+    /// Everything the store must be able to hold: no U+0000 anywhere, every field within its
+    /// length. Checked first, so a poisoned item is refused before it can fail a batch.
+    fn check_storable(&self) -> Result<(), ValidationError> {
+        storable("campaign_id", &self.campaign_id, MAX_ID_LEN)?;
+        storable("customer_id", &self.customer_id, MAX_ID_LEN)?;
+        storable("recipient", &self.recipient, MAX_RECIPIENT_LEN)?;
+        let c = &self.content;
+        let short = [
+            ("content.subject", &c.subject),
+            ("content.template_id", &c.template_id),
+            ("content.offer_code", &c.offer_code),
+        ];
+        for (field, v) in short {
+            if let Some(v) = v {
+                storable(field, v, MAX_SHORT_TEXT_LEN)?;
+            }
+        }
+        for (field, v) in [("content.text", &c.text), ("content.html", &c.html)] {
+            if let Some(v) = v {
+                storable(field, v, MAX_BODY_LEN)?;
+            }
+        }
+        for (k, v) in &c.params {
+            if k.contains('\0') || !storable_json(v) {
+                return Err(invalid(
+                    "content.params",
+                    format!(
+                        "parameter {} contains U+0000 (NUL), which cannot be stored",
+                        key_for_message(k)
+                    ),
+                ));
+            }
+        }
+        if !c.params.is_empty() {
+            let size = serde_json::to_string(&c.params).map_or(usize::MAX, |s| s.len());
+            if size > MAX_PARAMS_LEN {
+                return Err(invalid(
+                    "content.params",
+                    format!("is larger than {MAX_PARAMS_LEN} bytes"),
+                ));
+            }
+        }
+        if let Some(tz) = &self.timezone {
+            storable("timezone", tz, MAX_ID_LEN)?;
+        }
+        if self.attributes.len() > MAX_ATTRIBUTES {
+            return Err(invalid(
+                "attributes",
+                format!("has more than {MAX_ATTRIBUTES} entries"),
+            ));
+        }
+        for (k, v) in &self.attributes {
+            let key_ok = !k.trim().is_empty() && !k.contains('\0') && k.len() <= MAX_ID_LEN;
+            if !key_ok {
+                return Err(invalid(
+                    "attributes",
+                    format!(
+                        "key {} must be 1 to {MAX_ID_LEN} bytes without U+0000",
+                        key_for_message(k)
+                    ),
+                ));
+            }
+            if v.contains('\0') || v.len() > MAX_ATTRIBUTE_LEN {
+                return Err(invalid(
+                    "attributes",
+                    format!(
+                        "value of {} must be at most {MAX_ATTRIBUTE_LEN} bytes without U+0000",
+                        key_for_message(k)
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Checks what serde cannot: value ranges, formats and what the channel needs.
     pub fn validate(&self) -> Result<(), ValidationError> {
+        self.check_storable()?;
         if self.id.is_nil() {
             return Err(invalid("id", "must not be the nil UUID"));
         }
@@ -135,11 +272,10 @@ impl Communication {
                 if !looks_like_email(&self.recipient) {
                     return Err(invalid("recipient", "is not an e-mail address"));
                 }
-                if self.content.text.is_none()
-                    && self.content.html.is_none()
-                    && self.content.template_id.is_none()
-                {
-                    return Err(invalid("content", "e-mail needs text, html or template_id"));
+                // A template id alone cannot be sent: nothing renders it into a body yet.
+                let body = |v: &Option<String>| v.as_deref().is_some_and(|t| !t.trim().is_empty());
+                if !body(&self.content.text) && !body(&self.content.html) {
+                    return Err(invalid("content", "e-mail needs text or html"));
                 }
             }
             ChannelId::Wink | ChannelId::Elk => {
@@ -223,17 +359,28 @@ pub fn is_msisdn(s: &str) -> bool {
     (10..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit())
 }
 
+/// One mailbox, `local@domain`: the e-mail channel sends one transaction per recipient, so a
+/// list (`a@x.ru,b@y.ru`), a display name (`Ann <a@x.ru>`) or a quoted local part is refused
+/// here rather than failing at every send.
 fn looks_like_email(s: &str) -> bool {
-    match s.rsplit_once('@') {
-        Some((local, domain)) => {
-            !local.is_empty()
-                && domain.contains('.')
-                && !domain.starts_with('.')
-                && !domain.ends_with('.')
-                && !s.chars().any(char::is_whitespace)
-        }
-        None => false,
-    }
+    let Some((local, domain)) = s.split_once('@') else {
+        return false;
+    };
+    let local_ok = !local.is_empty()
+        && local.len() <= 64
+        && !local.starts_with('.')
+        && !local.ends_with('.')
+        && !local.contains("..")
+        && local
+            .chars()
+            .all(|c| !c.is_whitespace() && !c.is_control() && !"()<>[]:;@\\,\"".contains(c));
+    let labels_ok = domain.split('.').all(|l| {
+        !l.is_empty()
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.chars().all(|c| c == '-' || c.is_alphanumeric())
+    });
+    local_ok && domain.contains('.') && domain.len() <= 253 && labels_ok
 }
 
 #[cfg(test)]
@@ -291,6 +438,146 @@ mod tests {
         c.not_before = Some(Utc::now());
         c.expires_at = Some(Utc::now() - chrono::Duration::hours(1));
         assert_eq!(c.validate().unwrap_err().field, "expires_at");
+    }
+
+    #[test]
+    fn nul_anywhere_is_refused_with_its_field() {
+        type Poison = Box<dyn Fn(&mut Communication)>;
+        let cases: Vec<(&str, Poison)> = vec![
+            ("campaign_id", Box::new(|c| c.campaign_id = "cmp\0".into())),
+            ("customer_id", Box::new(|c| c.customer_id = "\0".into())),
+            (
+                "recipient",
+                Box::new(|c| c.recipient = "+7900123\u{0}4567".into()),
+            ),
+            (
+                "content.text",
+                Box::new(|c| c.content.text = Some("При\0вет".into())),
+            ),
+            (
+                "content.subject",
+                Box::new(|c| c.content.subject = Some("\0".into())),
+            ),
+            (
+                "content.html",
+                Box::new(|c| c.content.html = Some("<p>\0".into())),
+            ),
+            (
+                "content.template_id",
+                Box::new(|c| c.content.template_id = Some("t\0".into())),
+            ),
+            (
+                "content.offer_code",
+                Box::new(|c| c.content.offer_code = Some("\0".into())),
+            ),
+            (
+                "timezone",
+                Box::new(|c| c.timezone = Some("Europe/Moscow\0".into())),
+            ),
+            (
+                "content.params",
+                Box::new(|c| {
+                    c.content
+                        .params
+                        .insert("name".into(), serde_json::json!(["ok", {"x": "a\0"}]));
+                }),
+            ),
+            (
+                "attributes",
+                Box::new(|c| {
+                    c.attributes.insert("category".into(), "mark\0eting".into());
+                }),
+            ),
+            (
+                "attributes",
+                Box::new(|c| {
+                    c.attributes.insert("k\0".into(), "v".into());
+                }),
+            ),
+        ];
+        for (field, poison) in cases {
+            let mut c = sms();
+            poison(&mut c);
+            let err = c.validate().unwrap_err();
+            assert_eq!(err.field, field, "{err}");
+            assert!(
+                !err.message.contains('\0'),
+                "the message never echoes the NUL"
+            );
+        }
+    }
+
+    #[test]
+    fn over_long_fields_are_refused_with_their_field() {
+        let mut c = sms();
+        c.recipient = format!("+7{}", "9".repeat(400));
+        assert_eq!(c.validate().unwrap_err().field, "recipient");
+        let mut c = sms();
+        c.content.subject = Some("s".repeat(MAX_SHORT_TEXT_LEN + 1));
+        assert_eq!(c.validate().unwrap_err().field, "content.subject");
+        let mut c = sms();
+        c.content.html = Some("h".repeat(MAX_BODY_LEN + 1));
+        assert_eq!(c.validate().unwrap_err().field, "content.html");
+        let mut c = sms();
+        c.content
+            .params
+            .insert("big".into(), "x".repeat(MAX_PARAMS_LEN).into());
+        assert_eq!(c.validate().unwrap_err().field, "content.params");
+        let mut c = sms();
+        for i in 0..=MAX_ATTRIBUTES {
+            c.attributes.insert(format!("k{i}"), "v".into());
+        }
+        assert_eq!(c.validate().unwrap_err().field, "attributes");
+        let mut c = sms();
+        c.attributes
+            .insert("k".into(), "v".repeat(MAX_ATTRIBUTE_LEN + 1));
+        assert_eq!(c.validate().unwrap_err().field, "attributes");
+    }
+
+    #[test]
+    fn sanitize_replaces_nul_and_cuts_at_a_char_boundary() {
+        assert!(matches!(
+            sanitize("ok", 10),
+            std::borrow::Cow::Borrowed("ok")
+        ));
+        assert_eq!(sanitize("a\0b", 10), "a\u{FFFD}b");
+        assert_eq!(sanitize("привет", 5), "пр");
+    }
+
+    #[test]
+    fn email_needs_one_mailbox_and_a_body() {
+        let mut c = sms();
+        c.channel = ChannelId::Email;
+        c.content.subject = Some("Hi".into());
+        for ok in [
+            "a@x.ru",
+            "ivan.petrov+promo@mail.example.com",
+            "user@пример.рф",
+        ] {
+            c.recipient = ok.into();
+            assert!(c.validate().is_ok(), "{ok}");
+        }
+        for bad in [
+            "a@x.ru,b@y.ru",
+            "a@x.ru;b@y.ru",
+            "Ann <a@x.ru>",
+            "a@b@x.ru",
+            "a@x..ru",
+            "@x.ru",
+            "a@x",
+            "a b@x.ru",
+            ".a@x.ru",
+            "a@-x.ru",
+        ] {
+            c.recipient = bad.into();
+            assert_eq!(c.validate().unwrap_err().field, "recipient", "{bad}");
+        }
+        c.recipient = "a@x.ru".into();
+        c.content.text = None;
+        c.content.template_id = Some("welcome".into());
+        assert_eq!(c.validate().unwrap_err().field, "content");
+        c.content.html = Some("<p>Hi</p>".into());
+        assert!(c.validate().is_ok());
     }
 
     #[test]

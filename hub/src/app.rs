@@ -803,23 +803,43 @@ fn hostname() -> String {
 }
 
 /// `postgres://user:secret@host/db?password=x` → `postgres://user:***@host/db?password=***`.
+///
+/// Passwords are not always percent-encoded as they should be: everything between the scheme and
+/// the *last* `@` is the user information (a `?`, `/`, `#`, `%` or `@` inside the password stays
+/// hidden), and only what follows it is read for query parameters. When in doubt it hides more,
+/// never less.
 pub fn redact_url(url: &str) -> String {
-    let (url, query) = match url.split_once('?') {
-        Some((u, q)) => (u, Some(q)),
-        None => (url, None),
+    let (userinfo_end, rest_from) = match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => (Some((s + 3, at)), at),
+        (Some(s), _) => (None, s + 3),
+        _ => (None, 0),
     };
-    let mut out = redact_userinfo(url);
+    let mut out = String::with_capacity(url.len());
+    match userinfo_end {
+        Some((from, at)) => {
+            out.push_str(&url[..from]);
+            match url[from..at].split_once(':') {
+                Some((user, _)) => {
+                    out.push_str(user);
+                    out.push_str(":***");
+                }
+                None => out.push_str(&url[from..at]),
+            }
+        }
+        None => out.push_str(&url[..rest_from]),
+    }
+    let rest = &url[rest_from..];
+    let (before_query, query) = match rest.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (rest, None),
+    };
+    out.push_str(before_query);
     if let Some(q) = query {
         out.push('?');
         let params: Vec<String> = q
             .split('&')
             .map(|kv| match kv.split_once('=') {
-                Some((k, _))
-                    if k.eq_ignore_ascii_case("password")
-                        || k.eq_ignore_ascii_case("sslpassword") =>
-                {
-                    format!("{k}=***")
-                }
+                Some((k, _)) if is_secret_param(k) => format!("{k}=***"),
                 _ => kv.to_owned(),
             })
             .collect();
@@ -828,17 +848,20 @@ pub fn redact_url(url: &str) -> String {
     out
 }
 
-fn redact_userinfo(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let creds = &url[s + 3..at];
-            match creds.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
-    }
+fn is_secret_param(key: &str) -> bool {
+    const SECRET: [&str; 10] = [
+        "password",
+        "passwd",
+        "pwd",
+        "sslpassword",
+        "token",
+        "secret",
+        "access_token",
+        "api_key",
+        "apikey",
+        "auth",
+    ];
+    SECRET.iter().any(|s| key.eq_ignore_ascii_case(s))
 }
 
 fn print_banner(hub: &Hub) {
@@ -857,7 +880,7 @@ fn print_banner(hub: &Hub) {
     println!("\nCLM Channel Hub is running");
     println!("  API        {base}/v1   ({auth})");
     println!("  store      {}", redact_url(&c.store_url()));
-    println!("  queue      {}", c.queue.url);
+    println!("  queue      {}", redact_url(&c.queue.url));
     println!("  metrics    {base}/metrics    health {base}/healthz  {base}/readyz");
     if let Some(s) = &hub.sandbox {
         println!(
@@ -918,5 +941,30 @@ mod tests {
             super::redact_url("postgres://h/db?user=u&password=pw&sslmode=require"),
             "postgres://h/db?user=u&password=***&sslmode=require"
         );
+        // Passwords that were never percent-encoded, as people paste them.
+        for (url, shown) in [
+            ("amqp://user:pa?ss@h:5672/%2f", "amqp://user:***@h:5672/%2f"),
+            ("amqp://user:p@ss@h/vhost", "amqp://user:***@h/vhost"),
+            ("amqp://user:p%40ss/x@h/v", "amqp://user:***@h/v"),
+            (
+                "amqp://user:pw#frag@h/v?heartbeat=10",
+                "amqp://user:***@h/v?heartbeat=10",
+            ),
+            (
+                "redis://:s3cret@127.0.0.1:6379/0",
+                "redis://:***@127.0.0.1:6379/0",
+            ),
+            ("amqp://guest@h/v", "amqp://guest@h/v"),
+            (
+                "http://gw/sendsms?username=u&password=p&token=t",
+                "http://gw/sendsms?username=u&password=***&token=***",
+            ),
+        ] {
+            let out = super::redact_url(url);
+            assert_eq!(out, shown, "{url}");
+            for secret in ["pa?ss", "p@ss", "p%40ss", "s3cret", "pw#"] {
+                assert!(!out.contains(secret), "{out}");
+            }
+        }
     }
 }

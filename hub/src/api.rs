@@ -16,7 +16,7 @@ use clm_contracts::api::{
     SubmitResponse,
 };
 use serde::Deserialize;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::state::Shared;
 
@@ -52,8 +52,11 @@ impl IntoResponse for ApiError {
 
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
-        error!(error = %e, "store error in API");
-        ApiError::Unavailable("store unavailable; try again".into())
+        let error_id = crate::batcher::error_id();
+        error!(%error_id, error = %e, "store error in API");
+        ApiError::Unavailable(format!(
+            "store unavailable; try again (error id {error_id})"
+        ))
     }
 }
 
@@ -303,8 +306,17 @@ async fn events(State(shared): State<Arc<Shared>>, Query(q): Query<EventsQuery>)
 
 async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
     let store = shared.store.ping().await;
+    // Unauthenticated: states only; the errors themselves go to the log.
+    let store_state = match &store {
+        Ok(()) => "ok".to_owned(),
+        Err(e) => {
+            let error_id = crate::batcher::error_id();
+            warn!(%error_id, error = %e, "readiness: store unavailable");
+            format!("unavailable (error id {error_id})")
+        }
+    };
     let mut body = serde_json::json!({
-        "store": match &store { Ok(()) => "ok".to_owned(), Err(e) => e.to_string() },
+        "store": store_state,
         "backend": shared.store.backend(),
     });
     let mut ready = store.is_ok();
@@ -319,7 +331,10 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
     }
     let (coord, coord_error) = shared.coord.readiness();
     // Degraded coordination still sends (at the conservative local share), so it stays ready.
-    body["coordination"] = serde_json::json!({"state": coord, "error": coord_error});
+    if let Some(e) = coord_error {
+        tracing::debug!(error = %e, "readiness: coordination degraded");
+    }
+    body["coordination"] = serde_json::json!({"state": coord});
     body["ready"] = serde_json::json!(ready);
     let status = if ready {
         StatusCode::OK

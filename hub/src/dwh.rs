@@ -506,7 +506,12 @@ impl Poller {
                     correlation: Correlation::Id(r.message_id),
                     kind: report.kind,
                     occurred_at: report.occurred_at,
-                    detail: report.detail,
+                    // A row cannot be refused back to the DWH: what the store cannot hold
+                    // (U+0000) is replaced, and an overlong detail cut.
+                    detail: report.detail.map(|d| {
+                        clm_contracts::communication::sanitize(&d, crate::store::MAX_DETAIL_LEN)
+                            .into_owned()
+                    }),
                     dedupe_key: report.dedupe_key,
                     whole_message: true,
                 }

@@ -199,7 +199,7 @@ pub async fn ingest(
             return error(StatusCode::BAD_REQUEST, msg);
         }
     };
-    let incoming = IncomingResponse {
+    let mut incoming = IncomingResponse {
         channel,
         correlation: match &report.reference {
             ReportRef::Ours(id) => Correlation::Id(*id),
@@ -211,8 +211,26 @@ pub async fn ingest(
         dedupe_key: report.dedupe_key,
         whole_message: report.whole_message,
     };
-    let outcome = match shared.ingest.call(vec![incoming]).await {
-        Ok(mut v) => v.pop().unwrap_or(ResponseOutcome::NotFound),
+    if let Err(e) = incoming.check() {
+        shared
+            .metrics
+            .ingest_malformed
+            .fetch_add(1, Ordering::Relaxed);
+        return error(StatusCode::BAD_REQUEST, e.to_string());
+    }
+    let outcome = match shared.ingest.call_each(vec![incoming]).await {
+        Ok(mut v) => match v.pop() {
+            Some(Ok(o)) => o,
+            None => ResponseOutcome::NotFound,
+            // The store will never take it: a 4xx, so the gateway stops resending it.
+            Some(Err(refused)) => {
+                shared
+                    .metrics
+                    .ingest_malformed
+                    .fetch_add(1, Ordering::Relaxed);
+                return error(StatusCode::UNPROCESSABLE_ENTITY, refused.to_string());
+            }
+        },
         Err(e) => {
             // 503 makes a gateway retry the report later: nothing is lost.
             return error(
@@ -279,6 +297,23 @@ async fn ingest_email(shared: &Shared, body: &[u8]) -> Response {
     };
     if hook.event_id.trim().is_empty() {
         return malformed("event_id must not be empty".into());
+    }
+    {
+        use clm_contracts::communication::storable;
+        let diagnostic = hook.bounce.as_ref().and_then(|b| b.diagnostic.as_deref());
+        let checks = [
+            storable("event_id", &hook.event_id, crate::store::MAX_REFERENCE_LEN),
+            storable(
+                "message_id",
+                &hook.message_id,
+                crate::store::MAX_REFERENCE_LEN,
+            ),
+            storable("url", hook.url.as_deref().unwrap_or(""), usize::MAX),
+            storable("bounce.diagnostic", diagnostic.unwrap_or(""), usize::MAX),
+        ];
+        if let Some(Err(e)) = checks.into_iter().find(Result::is_err) {
+            return malformed(e.to_string());
+        }
     }
     let Some(id) = clm_connectors::email::communication_of_message_id(&hook.message_id) else {
         shared

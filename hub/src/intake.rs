@@ -111,17 +111,45 @@ pub async fn submit(
     if !valid.is_empty() {
         let channels: Vec<_> = valid.iter().map(|n| n.comm.channel).collect();
         let ids: Vec<String> = valid.iter().map(|n| n.comm.id.to_string()).collect();
-        let outcomes = shared.intake.call(valid).await?;
-        for ((i, outcome), id) in valid_idx.into_iter().zip(outcomes).zip(ids) {
+        let payloads: Vec<String> = valid_idx
+            .iter()
+            .map(|&i| rejection_record(&items[i]))
+            .collect();
+        let outcomes = shared.intake.call_each(valid).await?;
+        for (((i, outcome), id), payload) in
+            valid_idx.into_iter().zip(outcomes).zip(ids).zip(payloads)
+        {
             let outcome = match outcome {
-                InsertOutcome::Accepted => {
+                Err(refused) => {
+                    // Valid, yet the store would not hold it: refused like invalid input, so
+                    // the AMQP intake dead-letters it instead of retrying it for ever.
+                    let reason = refused.to_string();
+                    shared
+                        .metrics
+                        .intake_rejected
+                        .fetch_add(1, Ordering::Relaxed);
+                    if let Err(e) = shared
+                        .store
+                        .record_rejection(Some(&id), &reason, &payload, chrono::Utc::now())
+                        .await
+                    {
+                        warn!(error = %e, "could not record a rejection; the caller still got the reason");
+                    }
+                    results[i] = Some(SubmitResult {
+                        id: Some(id),
+                        outcome: SubmitOutcome::Rejected,
+                        error: Some(reason),
+                    });
+                    continue;
+                }
+                Ok(InsertOutcome::Accepted) => {
                     shared
                         .metrics
                         .intake_accepted
                         .fetch_add(1, Ordering::Relaxed);
                     SubmitOutcome::Accepted
                 }
-                InsertOutcome::Duplicate => {
+                Ok(InsertOutcome::Duplicate) => {
                     shared
                         .metrics
                         .intake_duplicate

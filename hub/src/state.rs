@@ -55,12 +55,18 @@ impl Shared {
         let s1 = store.clone();
         let intake = Batcher::start(move |items: Vec<NewCommunication>| {
             let s = s1.clone();
-            async move { s.insert_batch(&items, chrono::Utc::now()).await }
+            async move {
+                let r = s.insert_batch(&items, chrono::Utc::now()).await;
+                (items, r)
+            }
         });
         let s2 = store.clone();
         let ingest = Batcher::start(move |items: Vec<IncomingResponse>| {
             let s = s2.clone();
-            async move { s.record_responses(&items, chrono::Utc::now()).await }
+            async move {
+                let r = s.record_responses(&items, chrono::Utc::now()).await;
+                (items, r)
+            }
         });
         Shared {
             config,

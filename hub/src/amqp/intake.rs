@@ -88,13 +88,15 @@ async fn consume(
     );
     loop {
         let first = tokio::select! {
-            d = consumer.next() => d,
-            _ = shutdown.cancelled() => {
-                // Unacked deliveries go back to the queue when the channel closes.
-                let _ = ch.close(200, "hub shutting down".into()).await;
-                let _ = conn.close(200, "hub shutting down".into()).await;
-                return Ok(());
-            }
+            biased;
+            _ = shutdown.cancelled() => None,
+            d = consumer.next() => Some(d),
+        };
+        let Some(first) = first else {
+            // Unacked deliveries go back to the queue when the channel closes.
+            let _ = ch.close(200, "hub shutting down".into()).await;
+            let _ = conn.close(200, "hub shutting down".into()).await;
+            return Ok(());
         };
         let Some(first) = first else {
             return Err(lapin::Error::from(
@@ -108,7 +110,14 @@ async fn consume(
                 Ok(None) | Err(_) => break,
             }
         }
-        handle_batch(shared, &rejects, batch, shutdown).await?;
+        if !handle_batch(shared, &rejects, batch, shutdown).await? {
+            // Stopped before the batch was stored: it stays unacked, and no later ack (they
+            // are `multiple`) may cover it, so the channel closes now and the broker
+            // redelivers it.
+            let _ = ch.close(200, "hub shutting down".into()).await;
+            let _ = conn.close(200, "hub shutting down".into()).await;
+            return Ok(());
+        }
     }
 }
 
@@ -129,12 +138,13 @@ fn pre_check(d: &Delivery) -> Result<serde_json::Value, String> {
     Ok(value)
 }
 
+/// Stores, rejects and acks one batch; `false` when shutdown came first and nothing was acked.
 async fn handle_batch(
     shared: &Shared,
     rejects: &Channel,
     batch: Vec<Delivery>,
     shutdown: &CancellationToken,
-) -> lapin::Result<()> {
+) -> lapin::Result<bool> {
     let mut reasons: Vec<Option<String>> = vec![None; batch.len()];
     let mut items = Vec::with_capacity(batch.len());
     let mut idx = Vec::with_capacity(batch.len());
@@ -158,7 +168,7 @@ async fn handle_batch(
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
                         // Not acked: redelivered to whichever instance consumes next.
-                        _ = shutdown.cancelled() => return Ok(()),
+                        _ = shutdown.cancelled() => return Ok(false),
                     }
                     delay = super::next_backoff(delay);
                 }
@@ -189,7 +199,7 @@ async fn handle_batch(
         // One ack for the whole batch: this consumer's deliveries arrive in tag order.
         last.acker.ack(BasicAckOptions { multiple: true }).await?;
     }
-    Ok(())
+    Ok(true)
 }
 
 async fn publish_reject(

@@ -63,7 +63,23 @@ pub async fn run_channel(shared: Arc<Shared>, channel: Arc<Channel>, shutdown: C
             .saturating_mul(lease.as_millis() as u64 / 2)
             / channel.policy.timeout_ms.max(1);
         let within_lease = u32::try_from(within_lease).unwrap_or(u32::MAX).max(1);
-        let limit = cfg.claim_batch.min(per_second.max(1)).min(within_lease);
+        // Nor more than the rate lets start within half the lease, so that a slow channel's
+        // claims do not wait out their lease (they are renewed if they must, see `Lease`).
+        let by_rate = (channel.policy.rate * lease.as_secs_f64() / 2.0).floor();
+        let by_rate = channel
+            .policy
+            .burst
+            .saturating_add(if by_rate >= f64::from(u32::MAX) {
+                u32::MAX
+            } else {
+                by_rate as u32
+            })
+            .max(1);
+        let limit = cfg
+            .claim_batch
+            .min(per_second.max(1))
+            .min(within_lease)
+            .min(by_rate);
         let claimed = match shared
             .store
             .claim_due(channel.id, &shared.instance, limit, lease, Utc::now())
@@ -84,7 +100,7 @@ pub async fn run_channel(shared: Arc<Shared>, channel: Arc<Channel>, shutdown: C
             channel.sleep_or_wake(idle, &shutdown).await;
             continue;
         }
-        send::dispatch_batch(&shared, &channel, claimed, &shutdown).await;
+        send::dispatch_batch(&shared, &channel, claimed, lease, &shutdown).await;
     }
     channel.drain().await;
     info!(channel = %channel.id, "dispatcher stopped");

@@ -19,6 +19,9 @@ use crate::policy::breaker::Admit;
 use crate::state::Shared;
 use crate::store::{AttemptRow, Claimed, Finish};
 
+/// Longest reason or answer excerpt stored with an attempt.
+const MAX_REASON: usize = 4096;
+
 /// Longest throttle or breaker wait held in memory; longer ones give the claims back.
 const HOLD_AT_MOST: Duration = Duration::from_secs(2);
 
@@ -213,13 +216,92 @@ async fn after_email_attempt(shared: &Shared, c: &Claimed, outcome: &Outcome) {
     }
 }
 
+/// The lease of one claimed batch. Its items wait in memory (rate, throttle, a free slot) while
+/// the lease runs; a claim whose lease ran out may already be another claim's, so:
+/// - while an item waits, the lease is renewed before it gets short;
+/// - right before a send, the lease must still cover the whole attempt, and the item must still
+///   be this claim's; otherwise it is not sent (the reaper, or its new claim, has it).
+struct Lease {
+    claim: String,
+    until: DateTime<Utc>,
+    /// What a renewal extends it by.
+    length: Duration,
+    /// The attempt's timeout plus room for clocks and the reaper's round: the least a lease
+    /// must have left for a send to start.
+    needed: Duration,
+    /// Ids the claim still held at the last renewal (`None`: not renewed yet, all of them).
+    held: Option<std::collections::HashSet<uuid::Uuid>>,
+    /// No renewal before this, after one failed (the store is unavailable).
+    quiet_until: Instant,
+}
+
+impl Lease {
+    fn new(claimed: &[Claimed], length: Duration, timeout: Duration) -> Option<Lease> {
+        let first = claimed.first()?;
+        let room = (length / 10).max(Duration::from_secs(1));
+        Some(Lease {
+            claim: first.claim.clone(),
+            until: first.lease_until,
+            length,
+            needed: timeout + room,
+            held: None,
+            quiet_until: Instant::now(),
+        })
+    }
+
+    /// How long until the lease must be renewed.
+    fn renew_in(&self) -> Duration {
+        let left = (self.until - Utc::now()).to_std().unwrap_or_default();
+        let due = left.saturating_sub(self.needed * 2);
+        due.max(self.quiet_until.saturating_duration_since(Instant::now()))
+    }
+
+    async fn renew(&mut self, shared: &Shared) {
+        let now = Utc::now();
+        let until = now + chrono::Duration::from_std(self.length).unwrap_or(chrono::Duration::MAX);
+        match shared.store.renew_claim(&self.claim, until, now).await {
+            Ok(held) => {
+                self.until = until;
+                self.held = Some(held);
+            }
+            Err(e) => {
+                warn!(error = %e, "could not renew a claim's lease; its items wait");
+                self.quiet_until = Instant::now() + Duration::from_secs(1);
+            }
+        }
+    }
+
+    /// Whether `c` may be sent now on this claim.
+    fn covers(&self, c: &Claimed) -> bool {
+        let left = (self.until - Utc::now()).to_std().unwrap_or_default();
+        left > self.needed && self.held.as_ref().is_none_or(|h| h.contains(&c.comm.id))
+    }
+
+    /// Waits for `fut`, renewing the lease whenever it gets short meanwhile.
+    async fn hold<F: std::future::Future>(&mut self, shared: &Shared, fut: F) -> F::Output {
+        tokio::pin!(fut);
+        loop {
+            tokio::select! {
+                biased;
+                out = &mut fut => return out,
+                _ = tokio::time::sleep(self.renew_in()) => self.renew(shared).await,
+            }
+        }
+    }
+}
+
 pub async fn dispatch_batch(
     shared: &Arc<Shared>,
     ch: &Arc<Channel>,
     claimed: Vec<Claimed>,
+    lease_length: Duration,
     shutdown: &CancellationToken,
 ) {
     let claimed = without_suppressed(shared, ch, claimed).await;
+    let timeout = Duration::from_millis(ch.policy.timeout_ms);
+    let Some(mut lease) = Lease::new(&claimed, lease_length, timeout) else {
+        return;
+    };
     let mut queue = claimed.into_iter();
     while let Some(c) = queue.next() {
         let c = match settle(shared, ch, c, &mut queue).await {
@@ -229,7 +311,7 @@ pub async fn dispatch_batch(
         };
         // 3. rate limit
         tokio::select! {
-            _ = ch.limiter.until_ready() => {}
+            _ = lease.hold(shared, ch.limiter.until_ready()) => {}
             _ = shutdown.cancelled() => {
                 let rest: Vec<Claimed> = std::iter::once(c).chain(queue).collect();
                 give_back(shared, rest, Utc::now(), "hub shutting down").await;
@@ -243,11 +325,11 @@ pub async fn dispatch_batch(
                 give_back(shared, rest, chrono_after(wait), "channel throttled").await;
                 return;
             }
-            tokio::time::sleep(wait).await;
+            lease.hold(shared, tokio::time::sleep(wait)).await;
         }
         // 5. concurrency
         let permit = tokio::select! {
-            p = ch.slots.clone().acquire_owned() => p.expect("semaphore never closed"),
+            p = lease.hold(shared, ch.slots.clone().acquire_owned()) => p.expect("semaphore never closed"),
             _ = shutdown.cancelled() => {
                 let rest: Vec<Claimed> = std::iter::once(c).chain(queue).collect();
                 give_back(shared, rest, Utc::now(), "hub shutting down").await;
@@ -260,6 +342,16 @@ pub async fn dispatch_batch(
             Settled::Done => continue,
             Settled::Stop => return,
         };
+        // The lease must cover the whole attempt, and the item must still be this claim's: a
+        // claim that ran out may have been reaped and claimed again, and sending on it would
+        // send the communication twice.
+        if !lease.covers(&c) {
+            lease.renew(shared).await;
+            if !lease.covers(&c) {
+                debug!(communication_id = %c.comm.id, "not sent: its claim's lease ran out; the reaper reschedules it");
+                continue;
+            }
+        }
         // 6. circuit breaker
         let probe = match ch.breaker.admit(Instant::now()) {
             Admit::Yes => false,
@@ -351,22 +443,40 @@ async fn attempt(ch: &Channel, c: &Claimed, probe: bool) -> (Finish, bool, Outco
     }
 
     let number = c.attempts + 1;
+    // What a channel answers is stored as it came, except what no store can hold (U+0000) and
+    // beyond a bound: an answer must never make its outcome unwritable.
+    let clean = |v: &str, max: usize| clm_contracts::communication::sanitize(v, max).into_owned();
     let (classification, reason, external_id) = match &outcome {
-        Outcome::Sent { external_id, .. } => (Classification::Sent, None, external_id.clone()),
-        Outcome::Retry { reason, .. } => (Classification::Retry, Some(reason.clone()), None),
-        Outcome::Fail { reason, .. } => (Classification::Fail, Some(reason.clone()), None),
-        Outcome::Unknown { reason, .. } => (Classification::Unknown, Some(reason.clone()), None),
+        Outcome::Sent { external_id, .. } => (
+            Classification::Sent,
+            None,
+            external_id
+                .as_deref()
+                .map(|x| clean(x, crate::store::MAX_REFERENCE_LEN)),
+        ),
+        Outcome::Retry { reason, .. } => {
+            (Classification::Retry, Some(clean(reason, MAX_REASON)), None)
+        }
+        Outcome::Fail { reason, .. } => {
+            (Classification::Fail, Some(clean(reason, MAX_REASON)), None)
+        }
+        Outcome::Unknown { reason, .. } => (
+            Classification::Unknown,
+            Some(clean(reason, MAX_REASON)),
+            None,
+        ),
     };
     let row = AttemptRow {
         number,
         started_at,
         duration_ms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
         classification,
-        answer: outcome.answer().to_owned(),
+        answer: clean(outcome.answer(), MAX_REASON),
         reason: reason.clone(),
         external_id: external_id.clone(),
     };
     let (status, reason, next) = next_state(ch, c, &outcome, number);
+    let reason = reason.map(|r| clean(&r, MAX_REASON));
     match status {
         Status::Sent => c_.sent.fetch_add(1, Ordering::Relaxed),
         Status::RetryWait => c_.retried.fetch_add(1, Ordering::Relaxed),

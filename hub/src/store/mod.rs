@@ -98,6 +98,9 @@ pub struct Claimed {
     /// row still carries it, so a late answer to a claim that was reaped and claimed again (even
     /// by the same instance) changes nothing but the attempt log.
     pub claim: String,
+    /// When this claim's lease runs out: after it the reaper may hand the communication to
+    /// another claim, so nothing may be sent on this one unless the lease is renewed first.
+    pub lease_until: DateTime<Utc>,
 }
 
 /// One attempt, as written to the attempt log.
@@ -154,6 +157,32 @@ pub struct IncomingResponse {
     /// The report speaks for the whole message (JSON gateways); otherwise it is one part's
     /// report and `delivered` waits for every part.
     pub whole_message: bool,
+}
+
+/// Longest channel message id, and longest report identity, a response may carry.
+pub const MAX_REFERENCE_LEN: usize = 512;
+/// Longest response detail kept; longer ones are cut (a detail is informative, not a key).
+pub const MAX_DETAIL_LEN: usize = 2048;
+
+impl IncomingResponse {
+    /// What the store cannot hold, named by field, so the channel gets a 400 (or the SOAP caller
+    /// a fault) for this one response and every other response still goes in. A detail is cut
+    /// to [`MAX_DETAIL_LEN`]; keys are never cut (two reports would become one).
+    pub fn check(&mut self) -> Result<(), clm_contracts::ValidationError> {
+        use clm_contracts::communication::storable;
+        if let Correlation::External(x) = &self.correlation {
+            storable("message id", x, MAX_REFERENCE_LEN)?;
+        }
+        storable("report id", &self.dedupe_key, MAX_REFERENCE_LEN)?;
+        if let Some(d) = &self.detail {
+            storable("detail", d, usize::MAX)?;
+            if d.len() > MAX_DETAIL_LEN {
+                self.detail =
+                    Some(clm_contracts::communication::sanitize(d, MAX_DETAIL_LEN).into_owned());
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -355,6 +384,17 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<Vec<Claimed>> {
         dispatch!(self, claim_due(channel, instance, limit, lease, now))
+    }
+
+    /// Extends the lease of every communication still held by `claim` to `until`; returns
+    /// those (the others were finished, given back, or reaped: no longer this claim's).
+    pub async fn renew_claim(
+        &self,
+        claim: &str,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<std::collections::HashSet<Uuid>> {
+        dispatch!(self, renew_claim(claim, until, now))
     }
 
     /// Writes outcomes, attempts and their events in one transaction. Returns the ids whose

@@ -59,14 +59,6 @@ pub fn normalize_address(address: &str) -> String {
     address.trim().to_lowercase()
 }
 
-/// The order `record_responses` locks communications in.
-fn correlation_key(it: &IncomingResponse) -> (u8, String) {
-    match &it.correlation {
-        Correlation::Id(id) => (0, id.to_string()),
-        Correlation::External(x) => (1, x.clone()),
-    }
-}
-
 fn parse_uuid(v: &str) -> Result<Uuid> {
     Uuid::parse_str(v).map_err(|_| StoreError::Corrupt {
         id: v.to_owned(),
@@ -98,6 +90,49 @@ macro_rules! backend {
                     qb.build().persistent(false).execute(&mut **tx).await?;
                 }
                 Ok(())
+            }
+
+            /// Locks the rows of `ids` in id order (PostgreSQL), before a transaction writes
+            /// several of them: every multi-row writer (outcomes, reports, releases) takes its
+            /// locks in the same order, so two of them wait for each other instead of
+            /// deadlocking. SQLite has one writer and needs none.
+            async fn lock_in_order(tx: &mut Transaction<'_, Db>, ids: &[String]) -> Result<()> {
+                if $lock_row.is_empty() || ids.is_empty() {
+                    return Ok(());
+                }
+                let mut sorted: Vec<&String> = ids.iter().collect();
+                sorted.sort_unstable();
+                sorted.dedup();
+                for chunk in sorted.chunks(CHUNK) {
+                    let mut qb = QueryBuilder::<Db>::new("SELECT id FROM communications WHERE id IN (");
+                    {
+                        let mut sep = qb.separated(", ");
+                        for id in chunk {
+                            sep.push_bind((*id).clone());
+                        }
+                    }
+                    qb.push(") ORDER BY id COLLATE \"C\"").push($lock_row);
+                    qb.build().persistent(false).execute(&mut **tx).await?;
+                }
+                Ok(())
+            }
+
+            pub async fn renew_claim(
+                w: &Pool,
+                _r: &Pool,
+                claim: &str,
+                until: DateTime<Utc>,
+                now: DateTime<Utc>,
+            ) -> Result<HashSet<Uuid>> {
+                let mut qb = QueryBuilder::<Db>::new("UPDATE communications SET claim_until = ");
+                qb.push_bind(ms(until))
+                    .push(" WHERE status = 'sending' AND claimed_by = ")
+                    .push_bind(claim.to_owned())
+                    .push(" AND claim_until >= ")
+                    .push_bind(ms(now))
+                    .push(" RETURNING id");
+                let rows: Vec<(String,)> = qb.build_query_as().fetch_all(w).await?;
+                rows.iter().map(|(id,)| parse_uuid(id)).collect()
             }
 
             pub async fn ping(_w: &Pool, r: &Pool) -> Result<()> {
@@ -171,13 +206,15 @@ macro_rules! backend {
                 let mut qb = QueryBuilder::<Db>::new(
                     "INSERT INTO rejections (item_id, received_at, reason, payload) VALUES (",
                 );
-                qb.push_bind(item_id.map(str::to_owned))
+                // Whatever was refused, its record must not be refused too.
+                let clean = |v: &str| clm_contracts::communication::sanitize(v, 8192).into_owned();
+                qb.push_bind(item_id.map(clean))
                     .push(", ")
                     .push_bind(ms(now))
                     .push(", ")
-                    .push_bind(reason.to_owned())
+                    .push_bind(clean(reason))
                     .push(", ")
-                    .push_bind(payload.to_owned())
+                    .push_bind(clean(payload))
                     .push(")");
                 qb.build().execute(w).await?;
                 Ok(())
@@ -226,6 +263,7 @@ macro_rules! backend {
                         comm,
                         attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
                         claim: claim.clone(),
+                        lease_until: from_ms(now_ms + lease_ms),
                     });
                 }
                 out.sort_by_key(|c| std::cmp::Reverse(c.comm.priority));
@@ -241,6 +279,8 @@ macro_rules! backend {
             ) -> Result<Vec<Uuid>> {
                 let now_ms = ms(now);
                 let mut tx = w.begin().await?;
+                let ids: Vec<String> = items.iter().map(|f| f.id.to_string()).collect();
+                lock_in_order(&mut tx, &ids).await?;
                 let attempts: Vec<(&Finish, &super::super::AttemptRow)> = items
                     .iter()
                     .filter_map(|f| f.attempt.as_ref().map(|a| (f, a)))
@@ -313,9 +353,12 @@ macro_rules! backend {
                         )
                     })
                     .collect();
+                // A report may arrive while the attempt is out, whatever the attempt then
+                // says: after `sent` it applies as usual, and after `unknown` it is the answer
+                // the attempt did not get.
                 let sent: Vec<&Finish> = items
                     .iter()
-                    .filter(|f| f.status == Status::Sent && set.contains(&f.id))
+                    .filter(|f| matches!(f.status, Status::Sent | Status::Unknown) && set.contains(&f.id))
                     .collect();
                 for (f, status, detail) in reports_that_arrived_first(&mut tx, &sent).await? {
                     let mut qb = QueryBuilder::<Db>::new("UPDATE communications SET status = ");
@@ -326,7 +369,7 @@ macro_rules! backend {
                         .push_bind(now_ms)
                         .push(" WHERE id = ")
                         .push_bind(f.id.to_string())
-                        .push(" AND status = 'sent'");
+                        .push(" AND status IN ('sent', 'unknown')");
                     qb.build().execute(&mut *tx).await?;
                     events.push(status_event(
                         f.id, &f.campaign_id, f.channel, status, f.attempts, detail,
@@ -388,6 +431,8 @@ macro_rules! backend {
             ) -> Result<()> {
                 let now_ms = ms(now);
                 let mut tx = w.begin().await?;
+                let ids: Vec<String> = items.iter().map(|(c, _)| c.comm.id.to_string()).collect();
+                lock_in_order(&mut tx, &ids).await?;
                 let mut events = Vec::new();
                 for chunk in items.chunks(CHUNK) {
                     let mut qb = QueryBuilder::<Db>::new("WITH v (vid, vclaim, vreason) AS (");
@@ -438,7 +483,14 @@ macro_rules! backend {
                     .push_bind(now_ms)
                     .push(", updated_at = ")
                     .push_bind(now_ms)
-                    .push(" WHERE status = 'sending' AND claim_until < ")
+                    // Rows another transaction holds (an outcome being written) are left for
+                    // the next round: waiting on them could deadlock, and they may not be
+                    // abandoned at all.
+                    .push(" WHERE id IN (SELECT id FROM communications WHERE status = 'sending' AND claim_until < ")
+                    .push_bind(now_ms)
+                    .push(" ORDER BY claim_until LIMIT 10000")
+                    .push($lock)
+                    .push(") AND status = 'sending' AND claim_until < ")
                     .push_bind(now_ms)
                     .push(" RETURNING id, channel, campaign_id, attempts");
                 let rows: Vec<(String, String, String, i64)> =
@@ -469,29 +521,40 @@ macro_rules! backend {
                 // Communications are locked in one order (by id) in every transaction, so two
                 // batches reporting on the same communications wait for each other instead of
                 // deadlocking; the outcomes keep the items' order.
-                let mut order: Vec<usize> = (0..items.len()).collect();
-                order.sort_by(|&a, &b| correlation_key(&items[a]).cmp(&correlation_key(&items[b])));
+                // A channel's message id is resolved to ours first (without a lock), so the
+                // locks follow the id order of every other multi-row writer.
+                let mut resolved: Vec<Option<Uuid>> = Vec::with_capacity(items.len());
+                for it in items {
+                    resolved.push(match &it.correlation {
+                        Correlation::Id(id) => Some(*id),
+                        Correlation::External(ext) => {
+                            let mut qb = QueryBuilder::<Db>::new("SELECT id FROM communications WHERE channel = ");
+                            qb.push_bind(it.channel.as_str())
+                                .push(" AND external_id = ")
+                                .push_bind(ext.clone())
+                                .push(" LIMIT 1");
+                            let found: Option<(String,)> = qb.build_query_as().fetch_optional(&mut *tx).await?;
+                            match found {
+                                Some((id,)) => Some(parse_uuid(&id)?),
+                                None => None,
+                            }
+                        }
+                    });
+                }
+                let mut order: Vec<usize> = (0..items.len()).filter(|&i| resolved[i].is_some()).collect();
+                // Sorted as the ids are stored (text), which is the order lock_in_order uses.
+                order.sort_by_key(|&i| resolved[i].map(|id| id.to_string()));
                 for i in order {
                     let it = &items[i];
+                    let id = resolved[i].expect("resolved");
+                    // A channel speaks only for its own communications: a Wink webhook naming an
+                    // SMS's id matches nothing.
                     let mut qb = QueryBuilder::<Db>::new(
-                        "SELECT id, status, campaign_id, parts, attempts FROM communications WHERE ",
+                        "SELECT id, status, campaign_id, parts, attempts FROM communications WHERE id = ",
                     );
-                    match &it.correlation {
-                        Correlation::Id(id) => {
-                            // A channel speaks only for its own communications: a Wink webhook
-                            // naming an SMS's id matches nothing.
-                            qb.push("id = ")
-                                .push_bind(id.to_string())
-                                .push(" AND channel = ")
-                                .push_bind(it.channel.as_str());
-                        }
-                        Correlation::External(ext) => {
-                            qb.push("channel = ")
-                                .push_bind(it.channel.as_str())
-                                .push(" AND external_id = ")
-                                .push_bind(ext.clone());
-                        }
-                    }
+                    qb.push_bind(id.to_string())
+                        .push(" AND channel = ")
+                        .push_bind(it.channel.as_str());
                     // Lock the communication so concurrent reports of its parts count each other
                     // (PostgreSQL, READ COMMITTED); SQLite has one writer anyway.
                     qb.push(" LIMIT 1").push($lock_row);
@@ -995,5 +1058,5 @@ backend!(
     sqlx::Postgres,
     sqlx::PgPool,
     lock = " FOR UPDATE SKIP LOCKED",
-    lock_row = " FOR UPDATE"
+    lock_row = " FOR NO KEY UPDATE"
 );

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 
 use crate::harness::*;
 
-async fn broker(url: &str) -> (Connection, Channel) {
+pub(crate) async fn broker(url: &str) -> (Connection, Channel) {
     let conn = Connection::connect(url, ConnectionProperties::default())
         .await
         .unwrap();
@@ -61,7 +61,7 @@ async fn tap(ch: &Channel, exchange: &str, key: &str) -> lapin::Consumer {
     .unwrap()
 }
 
-async fn amqp_hub(mock: &SmsMock, vhost: &str) -> TestHub {
+pub(crate) async fn amqp_hub(mock: &SmsMock, vhost: &str) -> TestHub {
     let dir = tempfile::tempdir().unwrap();
     let pg = pg_database().await;
     let config = config_for(mock, "kannel", dir.path(), |c| {

@@ -17,6 +17,7 @@ mod coordination;
 mod crm;
 mod dwh;
 mod e2e;
+mod edges;
 mod email;
 mod faults;
 mod harness;

@@ -12,7 +12,10 @@
 //! - `GET /soap/responses?wsdl` (or `?WSDL`) serves the WSDL with its addresses rewritten to
 //!   `server.public_url`; the schemas it imports are served beside it (`/soap/<name>.xsd`).
 //! - Callers (`soap.callers`) authenticate with a WS-Security UsernameToken or HTTP Basic, and
-//!   may report only for the source systems configured for them.
+//!   may report only for the source systems configured for them. Both are checked before the
+//!   body is parsed: HTTP Basic from the headers (wrong credentials are refused whatever the body
+//!   holds), the token from the envelope's header alone ([`parse_prelude`] stops at the Body), so
+//!   an unknown caller's body costs its bytes, not a parse.
 //! - A bundle is answered per response: `Recorded`, `Duplicate` (the same `ResponseId` again),
 //!   `UnknownMessage` (no communication of that channel matches), `Invalid` (no usable id). The
 //!   store unavailable is a `Server` fault marked retryable: the caller resends the bundle and
@@ -27,7 +30,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use clm_connectors::soap::{
     Body, FaultCode, Limits, SoapError, SoapVersion, envelope, fault_envelope,
-    must_understand_envelope, parse_envelope, version_mismatch_envelope,
+    must_understand_envelope, parse_envelope, parse_prelude, version_mismatch_envelope,
 };
 use clm_contracts::soap::{
     ClmFault, ResponseOutcome as SoapOutcome, ResponseResult, SubmitResponses,
@@ -123,38 +126,95 @@ fn xml_attr(s: &str) -> String {
         .replace('<', "&lt;")
 }
 
-/// Who is calling, from HTTP Basic or the WS-Security UsernameToken.
-fn caller<'a>(
-    shared: &'a Shared,
-    headers: &HeaderMap,
-    token: Option<&clm_connectors::soap::WsSecurity>,
-) -> Result<Option<&'a crate::config::SoapCaller>, &'static str> {
-    let callers = &shared.config.soap.callers;
-    if callers.is_empty() {
-        // Open: start-up allows that on a loopback listener only; anywhere else, refuse.
-        return if shared.config.server.listen.ip().is_loopback() {
-            Ok(None)
-        } else {
-            Err("no SOAP callers are configured on this hub")
-        };
+/// Why a caller is turned away: sent as the `UNAUTHENTICATED` fault's text.
+const NO_CALLERS: &str = "no SOAP callers are configured on this hub";
+const NO_CREDENTIALS: &str = "authentication required (WS-Security UsernameToken or HTTP Basic)";
+const WRONG_CREDENTIALS: &str = "unknown user or wrong password";
+
+/// Whether the hub is open (no callers configured, on a loopback listener only): `Ok(true)`;
+/// `Err` when it has no callers but listens beyond loopback.
+fn open(shared: &Shared) -> Result<bool, &'static str> {
+    if !shared.config.soap.callers.is_empty() {
+        return Ok(false);
     }
-    let basic = crate::ingest::basic_credentials(headers);
-    let given = match (token, basic) {
-        (Some(t), _) => Some((t.username.clone(), t.password.clone())),
-        (None, Some(b)) => Some(b),
-        (None, None) => None,
-    };
-    let Some((user, password)) = given else {
-        return Err("authentication required (WS-Security UsernameToken or HTTP Basic)");
-    };
-    callers
+    // Open: start-up allows that on a loopback listener only; anywhere else, refuse.
+    if shared.config.server.listen.ip().is_loopback() {
+        Ok(true)
+    } else {
+        Err(NO_CALLERS)
+    }
+}
+
+/// The configured caller with these credentials.
+fn known<'a>(
+    shared: &'a Shared,
+    user: &str,
+    password: &str,
+) -> Result<&'a crate::config::SoapCaller, &'static str> {
+    shared
+        .config
+        .soap
+        .callers
         .iter()
         .find(|c| {
             crate::ingest::same(c.username.as_bytes(), user.as_bytes())
                 & crate::ingest::same(c.password.as_bytes(), password.as_bytes())
         })
-        .map(Some)
-        .ok_or("unknown user or wrong password")
+        .ok_or(WRONG_CREDENTIALS)
+}
+
+/// Who is calling, from the WS-Security UsernameToken or else HTTP Basic.
+fn caller<'a>(
+    shared: &'a Shared,
+    headers: &HeaderMap,
+    token: Option<&clm_connectors::soap::WsSecurity>,
+) -> Result<Option<&'a crate::config::SoapCaller>, &'static str> {
+    if open(shared)? {
+        return Ok(None);
+    }
+    match (token, crate::ingest::basic_credentials(headers)) {
+        (Some(t), _) => known(shared, &t.username, &t.password).map(Some),
+        (None, Some((user, password))) => known(shared, &user, &password).map(Some),
+        (None, None) => Err(NO_CREDENTIALS),
+    }
+}
+
+/// Checks the caller before the body is parsed: HTTP Basic from the headers alone (wrong
+/// credentials are refused whatever the body carries), and otherwise the WS-Security token of
+/// the envelope's header ([`parse_prelude`], which stops at the Body). `Err` with the version to
+/// answer in and the reason; `Ok` when the full parse may go on (it checks the caller again,
+/// as [`caller`]).
+fn check_early(
+    shared: &Shared,
+    headers: &HeaderMap,
+    basic_refused: Option<&'static str>,
+    body: &[u8],
+    limits: Limits,
+    announced: SoapVersion,
+) -> Result<(), (SoapVersion, &'static str)> {
+    let refused = |why| {
+        let version = parse_prelude(body, limits).map_or(announced, |p| p.version);
+        Err((version, why))
+    };
+    if let Some(why) = basic_refused {
+        return refused(why);
+    }
+    match open(shared) {
+        Ok(true) => return Ok(()),
+        Ok(false) => {}
+        Err(why) => return refused(why),
+    }
+    // What the start cannot tell (not well-formed, no Body, …) the full parse answers.
+    let Some(prelude) = parse_prelude(body, limits) else {
+        return Ok(());
+    };
+    match (&prelude.security, crate::ingest::basic_credentials(headers)) {
+        (Some(t), _) => known(shared, &t.username, &t.password)
+            .map(|_| ())
+            .map_err(|why| (prelude.version, why)),
+        (None, Some(_)) => Ok(()),
+        (None, None) => Err((prelude.version, NO_CREDENTIALS)),
+    }
 }
 
 /// `POST /soap/{service}`.
@@ -185,10 +245,19 @@ pub async fn post(
         max_bytes: shared.config.soap.max_bytes,
         ..Limits::DEFAULT
     };
-    // Read no more than the limit allows: an oversized request costs a fault, not memory.
+    // HTTP Basic is checked before the body: wrong credentials are refused whatever it holds.
+    let basic_refused = match (open(&shared), crate::ingest::basic_credentials(&headers)) {
+        (Ok(false), Some((user, password))) => known(&shared, &user, &password).err(),
+        _ => None,
+    };
+    // Read no more than the limit allows: an oversized request costs a fault, not memory. (A
+    // refused caller's body is read too, never parsed, so the answer reaches the client.)
     let body: Bytes = match axum::body::to_bytes(body, limits.max_bytes + 1).await {
         Ok(b) => b,
         Err(_) => {
+            if let Some(why) = basic_refused {
+                return unauthenticated(&shared, announced, why);
+            }
             let e = SoapError::TooLarge {
                 max: limits.max_bytes,
                 unit: "bytes",
@@ -196,6 +265,12 @@ pub async fn post(
             return fault(&shared, announced, e.fault_code(), e.clm_fault());
         }
     };
+    // The caller's token is checked from the header before the envelope is parsed in full.
+    if let Err((version, why)) =
+        check_early(&shared, &headers, basic_refused, &body, limits, announced)
+    {
+        return unauthenticated(&shared, version, why);
+    }
     let parsed = match parse_envelope(&body, limits) {
         Ok(p) => p,
         Err(SoapError::VersionMismatch) => {
@@ -211,13 +286,7 @@ pub async fn post(
     let version = parsed.version;
     let who = match caller(&shared, &headers, parsed.security.as_ref()) {
         Ok(c) => c,
-        Err(why) => {
-            shared
-                .metrics
-                .ingest_unauthorized
-                .fetch_add(1, Ordering::Relaxed);
-            return client_fault(&shared, version, "UNAUTHENTICATED", why.to_owned());
-        }
+        Err(why) => return unauthenticated(&shared, version, why),
     };
     if !parsed.must_understand.is_empty() {
         shared.metrics.soap_faults.fetch_add(1, Ordering::Relaxed);
@@ -275,6 +344,15 @@ pub async fn post(
             )
         }
     }
+}
+
+/// The `UNAUTHENTICATED` Client fault.
+fn unauthenticated(shared: &Shared, version: SoapVersion, why: &str) -> Response {
+    shared
+        .metrics
+        .ingest_unauthorized
+        .fetch_add(1, Ordering::Relaxed);
+    client_fault(shared, version, "UNAUTHENTICATED", why.to_owned())
 }
 
 /// At most 64 characters of a caller-supplied name, for fault texts.

@@ -1204,6 +1204,155 @@ async fn callers_authenticate_by_username_token_or_basic_and_report_only_their_s
     assert_eq!(kinds(&responses(&hub, b2c).await), ["opted_out"]);
 }
 
+/// Issue 10's attack: a 256 KiB default namespace on an element with 4 000 empty children
+/// (and as many attributes in that namespace), as an unknown element at the end of `xml`'s
+/// `SubmitResponses`, which a reader skips.
+fn with_heavy_namespaces(xml: &str) -> String {
+    let uri = format!("urn:pad:{}", "a".repeat(256 * 1024));
+    let attrs: String = (0..4000).map(|i| format!(r#" p:a{i}="""#)).collect();
+    let pad = format!(
+        r#"<Pad xmlns="{uri}" xmlns:p="{uri}">{}<b{attrs}/></Pad>"#,
+        "<a/>".repeat(4000)
+    );
+    let close = xml
+        .rfind("SubmitResponses>")
+        .expect("a SubmitResponses envelope");
+    let at = xml[..close].rfind("</").unwrap();
+    format!("{}{pad}{}", &xml[..at], &xml[at..])
+}
+
+/// Runs `f` and returns how far this process's peak memory (`VmHWM`, reset first through
+/// `/proc/self/clear_refs`) grew meanwhile; `None` where that cannot be measured (not Linux).
+async fn peak_growth<T>(f: impl std::future::Future<Output = T>) -> (T, Option<usize>) {
+    fn kib(field: &str) -> Option<usize> {
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let line = status.lines().find(|l| l.starts_with(field))?;
+        line[field.len()..]
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()
+    }
+    let before = if std::fs::write("/proc/self/clear_refs", "5").is_ok() {
+        kib("VmRSS:")
+    } else {
+        kib("VmHWM:")
+    };
+    let out = f.await;
+    let growth = before
+        .zip(kib("VmHWM:"))
+        .map(|(b, a)| a.saturating_sub(b) * 1024);
+    (out, growth)
+}
+
+/// Issue 10: one unauthenticated SOAP request once cost the hub 1.3 GB. Callers are checked
+/// before the body is parsed (HTTP Basic from the headers, the UsernameToken from the header
+/// alone), and a namespace- and attribute-heavy body costs memory in proportion to its bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_callers_are_refused_before_the_body_is_parsed_and_heavy_bodies_stay_cheap() {
+    // Far below the 1.3 GB the attack cost, far above what the hub needs for it (a few MiB);
+    // other tests in the same process may allocate meanwhile.
+    const BOUND: usize = 128 * 1024 * 1024;
+    let hub = soap_hub(false, |_| {}).await;
+    let sap = insert(&hub, ChannelId::SapCrm, &[None]).await[0];
+    let v11 = SoapVersion::V11;
+    let v12 = SoapVersion::V12;
+    let bundle = |version, rid: &str, security| {
+        submit(
+            version,
+            SourceSystem::SapCrm,
+            vec![response(rid, sap, CrmResponseKind::Shown)],
+            security,
+        )
+    };
+    let heavy = with_heavy_namespaces(&bundle(v11, "heavy-none", None));
+    assert!(heavy.len() < 8 * 1024 * 1024 && heavy.len() > 256 * 1024);
+
+    // Unauthenticated, with a wrong token, with a wrong Basic password: the authentication
+    // fault, the body never parsed.
+    let refused: Vec<(&str, SoapVersion, String, Basic)> = vec![
+        ("no credentials", v11, heavy.clone(), None),
+        (
+            "a wrong UsernameToken password",
+            v11,
+            with_heavy_namespaces(&bundle(v11, "heavy-token", Some((SAP.0, "wrong")))),
+            None,
+        ),
+        (
+            "a wrong HTTP Basic password",
+            v11,
+            heavy.clone(),
+            Some((SAP.0, "wrong")),
+        ),
+    ];
+    for (what, version, body, basic) in refused {
+        let started = Instant::now();
+        let (a, growth) = peak_growth(post(&hub, version, body, basic)).await;
+        eprintln!(
+            "{what}: answered in {:?}, peak memory grew {:?} KiB",
+            started.elapsed(),
+            growth.map(|g| g / 1024)
+        );
+        client_fault(&a, version, "UNAUTHENTICATED", what);
+        if let Some(growth) = growth {
+            assert!(growth < BOUND, "{what}: peak memory grew {growth} bytes");
+        }
+    }
+
+    // An authenticated caller's heavy body is read in full, at a cost in proportion to it.
+    let started = Instant::now();
+    let body = with_heavy_namespaces(&bundle(v11, "heavy-ok", Some(SAP)));
+    let (a, growth) = peak_growth(post(&hub, v11, body, None)).await;
+    eprintln!(
+        "authenticated: answered in {:?}, peak memory grew {:?} KiB",
+        started.elapsed(),
+        growth.map(|g| g / 1024)
+    );
+    assert_eq!(outcomes(&a, v11, "a heavy body, authenticated"), [Recorded]);
+    if let Some(growth) = growth {
+        assert!(
+            growth < BOUND,
+            "authenticated: peak memory grew {growth} bytes"
+        );
+    }
+
+    // A wrong Basic password is refused whatever the body holds: not XML, or a good token.
+    for (what, version, body) in [
+        ("not XML", v11, "<<< not xml".to_owned()),
+        ("not XML, SOAP 1.2", v12, "<<< not xml".to_owned()),
+        (
+            "a DTD",
+            v11,
+            format!("<!DOCTYPE x []>{}", bundle(v11, "dtd", None)),
+        ),
+        (
+            "a good UsernameToken",
+            v12,
+            bundle(v12, "basic-wrong-token-right", Some(SAP)),
+        ),
+    ] {
+        let a = post(&hub, version, body, Some((SAP.0, "wrong"))).await;
+        client_fault(&a, version, "UNAUTHENTICATED", what);
+    }
+    // Without credentials, an envelope broken after its Body starts is refused for who sent it.
+    let broken = replace(
+        &bundle(v12, "broken", None),
+        "<soap:Body>",
+        "<soap:Body><<<",
+    );
+    let a = post(&hub, v12, broken.clone(), None).await;
+    client_fault(&a, v12, "UNAUTHENTICATED", "no credentials, a broken Body");
+    // With the right credentials it is what it is.
+    let a = post(&hub, v12, broken, Some(SAP)).await;
+    client_fault(&a, v12, "NOT_XML", "a broken Body, authenticated");
+
+    // The hub is still fine after all that.
+    let a = post(&hub, v11, bundle(v11, "after-the-attack", Some(SAP)), None).await;
+    assert_eq!(outcomes(&a, v11, "after the attack"), [Recorded]);
+    assert_eq!(kinds(&responses(&hub, sap).await), ["shown", "shown"]);
+}
+
 // --- 4. the WSDL and its schemas ------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

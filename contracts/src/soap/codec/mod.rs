@@ -5,11 +5,13 @@
 //!   [`fault_envelope`], [`version_mismatch_envelope`], [`must_understand_envelope`]. Elements in
 //!   the order of the XSD sequences, absent optional elements omitted, text escaped.
 //! - Reading: [`parse_envelope`], for the hub's endpoints (requests) and its client side (answers
-//!   and faults) alike. Namespaces are resolved (any prefix, default namespaces on any element);
-//!   `xsi:nil="true"` on an optional element means absent; unknown elements inside a message are
-//!   skipped with their subtree; DTDs, entity references other than the five predefined ones and
-//!   processing instructions are refused before anything is expanded; size and depth are bounded
-//!   by [`Limits`].
+//!   and faults) alike, and [`parse_prelude`], the version and WS-Security token without the
+//!   Body (an endpoint checks its caller before it reads the rest). Namespaces are resolved (any
+//!   prefix, default namespaces on any element); `xsi:nil="true"` on an optional element means
+//!   absent; unknown elements inside a message are skipped with their subtree; DTDs, entity
+//!   references other than the five predefined ones and processing instructions are refused
+//!   before anything is expanded; size and depth are bounded by [`Limits`], and memory by the
+//!   input (namespace URIs are shared, not copied per name).
 //!
 //! Every [`SoapError`] message is short and safe to send back to a caller: it names at most an
 //! element, never echoes a value.
@@ -29,7 +31,7 @@ use crate::soap::{
     SubmitResponsesResponse,
 };
 
-pub use read::parse_envelope;
+pub use read::{parse_envelope, parse_prelude};
 pub use write::{
     ToXml, envelope, fault_envelope, must_understand_envelope, version_mismatch_envelope,
 };
@@ -223,6 +225,14 @@ pub struct Parsed {
     /// `MustUnderstand` fault.
     pub must_understand: Vec<HeaderName>,
     pub body: Body,
+}
+
+/// The start of an envelope, up to its `Body` ([`parse_prelude`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prelude {
+    pub version: SoapVersion,
+    /// The first WS-Security `UsernameToken` of the header, if any.
+    pub security: Option<WsSecurity>,
 }
 
 /// Bounds on what [`parse_envelope`] reads.

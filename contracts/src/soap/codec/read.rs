@@ -15,7 +15,7 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 
 use super::xml::{self, Node, is_xml_space};
 use super::{
-    Body, Fault, FaultCode, HeaderName, Limits, Parsed, SoapError, SoapVersion, WsSecurity,
+    Body, Fault, FaultCode, HeaderName, Limits, Parsed, Prelude, SoapError, SoapVersion, WsSecurity,
 };
 
 /// Reads one SOAP 1.1 or 1.2 envelope.
@@ -63,6 +63,28 @@ pub fn parse_envelope(bytes: &[u8], limits: Limits) -> Result<Parsed, SoapError>
         must_understand,
         body,
     })
+}
+
+/// Reads the start of an envelope, up to its `Body`: the version and the WS-Security
+/// `UsernameToken`, as [`parse_envelope`] would read them, so an endpoint can turn away an unknown
+/// caller before reading the body. Reads nothing after the `Body`'s start tag; memory and time
+/// are bounded by the header.
+///
+/// `None` when the start alone does not tell (not well-formed before the `Body`, no `Body`, an
+/// unknown envelope namespace, a header [`parse_envelope`] refuses, …): read the whole envelope
+/// then, for the error it answers.
+pub fn parse_prelude(bytes: &[u8], limits: Limits) -> Option<Prelude> {
+    let root = xml::parse_head(bytes, limits).ok()??;
+    if root.local != "Envelope" {
+        return None;
+    }
+    let version = root.ns.as_deref().and_then(SoapVersion::from_ns)?;
+    // Everything read precedes the Body; the first Header counts, as in `parse_envelope`.
+    let security = match root.children_named(version.ns(), "Header").next() {
+        Some(h) => read_header(h, version).ok()?.0,
+        None => None,
+    };
+    Some(Prelude { version, security })
 }
 
 type HeaderParts = (Option<WsSecurity>, Vec<HeaderName>);

@@ -1713,3 +1713,170 @@ fn soap_version_http_details() {
         None
     );
 }
+
+// --- memory bounded by the input, callers before the body ---------------------------------------------
+
+#[test]
+fn namespace_uris_are_shared_not_copied_per_name() {
+    use std::rc::Rc;
+    let long = format!("urn:x:{}", "a".repeat(64 * 1024));
+    let children = "<a p:b=\"\">p:q</a>".repeat(100);
+    let xml = format!(r#"<x xmlns="{long}" xmlns:p="{long}"><y>{children}</y></x>"#);
+    let root = super::xml::parse(xml.as_bytes(), Limits::default()).unwrap();
+    let default = root.ns.clone().unwrap();
+    assert_eq!(&*default, long);
+    let kids = &root.children[0].children;
+    assert_eq!(kids.len(), 100);
+    let prefixed = kids[0].attrs[0].ns.clone().unwrap();
+    assert_eq!(&*prefixed, long);
+    for a in kids {
+        assert!(Rc::ptr_eq(a.ns.as_ref().unwrap(), &default), "element");
+        assert!(
+            Rc::ptr_eq(a.attrs[0].ns.as_ref().unwrap(), &prefixed),
+            "attribute"
+        );
+        assert!(
+            Rc::ptr_eq(a.text_ns.as_ref().unwrap(), &prefixed),
+            "QName text"
+        );
+    }
+}
+
+#[test]
+fn namespace_scopes_resolve_as_declared() {
+    let root = super::xml::parse(
+        br#"<r xmlns="urn:d" xmlns:p="urn:p"><a xml:lang="de" p:x="1" y="2"><b xmlns="" xmlns:p="urn:q"><p:c/>p:v</b><c/></a><p:d/></r>"#,
+        Limits::default(),
+    )
+    .unwrap();
+    let a = &root.children[0];
+    assert_eq!(a.ns.as_deref(), Some("urn:d"));
+    assert_eq!(
+        a.attr(Some("http://www.w3.org/XML/1998/namespace"), "lang"),
+        Some("de")
+    );
+    assert_eq!(a.attr(Some("urn:p"), "x"), Some("1"));
+    assert_eq!(a.attr(None, "y"), Some("2"));
+    let b = &a.children[0];
+    assert_eq!(b.ns, None, "xmlns=\"\" undeclares the default namespace");
+    assert_eq!(
+        b.children[0].ns.as_deref(),
+        Some("urn:q"),
+        "redeclared prefix"
+    );
+    assert_eq!(
+        b.text_ns.as_deref(),
+        None,
+        "a QName text only without children"
+    );
+    assert_eq!(
+        a.children[1].ns.as_deref(),
+        Some("urn:d"),
+        "scope ends with b"
+    );
+    assert_eq!(
+        root.children[1].ns.as_deref(),
+        Some("urn:p"),
+        "scope ends with b"
+    );
+    // An undeclared prefix, a prefix undeclared again, a prefix out of scope.
+    for xml in [
+        "<p:a/>",
+        r#"<a xmlns:p="urn:p"><b xmlns:p=""><p:c/></b></a>"#,
+        r#"<a><b xmlns:p="urn:p"/><p:c/></a>"#,
+        r#"<a xmlns:p="urn:p"><b xmlns:p=""/><c x:y="" /></a>"#,
+    ] {
+        assert_eq!(
+            super::xml::parse(xml.as_bytes(), Limits::default()),
+            Err(SoapError::NotXml("undeclared namespace prefix".into())),
+            "{xml}"
+        );
+    }
+}
+
+#[test]
+fn the_prelude_reads_the_callers_token_as_the_envelope_does_without_the_body() {
+    let token = |user: &str| {
+        format!(
+            r#"<wsse:Security xmlns:wsse="{WSSE_NS}"><wsse:UsernameToken><wsse:Username> {user} </wsse:Username><wsse:Password>p w</wsse:Password></wsse:UsernameToken></wsse:Security>"#
+        )
+    };
+    let env = |header: &str, body: &str| {
+        format!(
+            r#"<s:Envelope xmlns:s="{SOAP12_NS}"><s:Header>{header}</s:Header><s:Body>{body}</s:Body></s:Envelope>"#
+        )
+    };
+    let bundle = envelope(SoapVersion::V12, &submit(), Some(&creds()));
+    let p = parse_prelude(bundle.as_bytes(), Limits::default()).unwrap();
+    assert_eq!(p.version, SoapVersion::V12);
+    assert_eq!(p.security, Some(creds()));
+    assert_eq!(p.security, parse(&bundle).unwrap().security);
+    // The first Security block with a token; nothing after the Body's start tag is read.
+    let xml = env(
+        &format!(
+            r#"<wsse:Security xmlns:wsse="{WSSE_NS}"/>{}{}"#,
+            token("u"),
+            token("v")
+        ),
+        "<broken>&undefined;<<<",
+    );
+    let p = parse_prelude(xml.as_bytes(), Limits::default()).unwrap();
+    assert_eq!(
+        p.security,
+        Some(WsSecurity {
+            username: "u".into(),
+            password: "p w".into()
+        })
+    );
+    let no_header = format!(r#"<Envelope xmlns="{SOAP11_NS}"><Body><x:y xmlns:x="urn:"/></Body>"#);
+    let p = parse_prelude(no_header.as_bytes(), Limits::default()).unwrap();
+    assert_eq!((p.version, p.security), (SoapVersion::V11, None));
+    // The attack of issue 10 in the Body costs nothing.
+    let attack = env(
+        "",
+        &format!(
+            r#"<x xmlns="urn:{}">{}</x>"#,
+            "a".repeat(256 * 1024),
+            "<a/>".repeat(4000)
+        ),
+    );
+    let started = Instant::now();
+    assert_eq!(
+        parse_prelude(attack.as_bytes(), Limits::default()).map(|p| p.security),
+        Some(None)
+    );
+    assert!(started.elapsed() < Duration::from_secs(1));
+    // Whatever the prelude cannot tell, the whole envelope answers.
+    for xml in [
+        "not xml".to_owned(),
+        env("<broken", ""),
+        env(&format!("<x:a xmlns:x='urn:'>{}", token("u")), ""),
+        format!(r#"<s:Envelope xmlns:s="{SOAP11_NS}"><s:Header/></s:Envelope>"#),
+        r#"<s:Envelope xmlns:s="urn:other"><s:Body/></s:Envelope>"#.to_owned(),
+        format!(r#"<s:Nope xmlns:s="{SOAP11_NS}"><s:Body/></s:Nope>"#),
+        env(
+            &format!(
+                r#"<wsse:Security xmlns:wsse="{WSSE_NS}"><wsse:UsernameToken><wsse:Username>u</wsse:Username></wsse:UsernameToken></wsse:Security>"#
+            ),
+            "",
+        ),
+        format!("<!DOCTYPE x []>{}", env(&token("u"), "")),
+    ] {
+        assert_eq!(
+            parse_prelude(xml.as_bytes(), Limits::default()),
+            None,
+            "{xml}"
+        );
+    }
+    // A Body in another namespace is no Body: the header goes on.
+    let xml = format!(
+        r#"<s:Envelope xmlns:s="{SOAP11_NS}"><o:Body xmlns:o="{SOAP12_NS}"/><s:Header>{}</s:Header><s:Body/></s:Envelope>"#,
+        token("u")
+    );
+    assert_eq!(
+        parse_prelude(xml.as_bytes(), Limits::default())
+            .and_then(|p| p.security)
+            .map(|s| s.username),
+        Some("u".into())
+    );
+}

@@ -3,19 +3,33 @@
 //! Refuses before anything is expanded: DTDs (so no external or recursive entities can exist),
 //! entity references other than the five predefined ones, processing instructions. Bounded in
 //! size and depth; never recurses over the input.
+//!
+//! Memory is bounded by the input: a namespace URI is copied once per declaration and shared
+//! ([`Rc`]) by every element, attribute and QName text in its scope, so a long URI on an element
+//! with many children costs its length once, not once per child; everything else a node holds
+//! (names, values, text) is at most the bytes it was read from, and the nodes themselves are
+//! bounded by [`Limits::max_nodes`].
+
+use std::rc::Rc;
 
 use quick_xml::XmlVersion;
 use quick_xml::events::{BytesStart, Event};
-use quick_xml::name::{QName, ResolveResult};
+use quick_xml::name::{PrefixDeclaration, QName};
 use quick_xml::reader::NsReader;
 
 use super::{Limits, SoapError};
 
+/// The namespace bound to the `xml` prefix (never declared).
+const XML_NS: &str = "http://www.w3.org/XML/1998/namespace";
+/// The namespace bound to the `xmlns` prefix (never declared).
+const XMLNS_NS: &str = "http://www.w3.org/2000/xmlns/";
+
 /// One element: its expanded name, attributes, child elements and text content.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Node {
-    /// Namespace URI; `None` for an element in no namespace.
-    pub ns: Option<String>,
+    /// Namespace URI (shared with every name in the declaration's scope); `None` for an element
+    /// in no namespace.
+    pub ns: Option<Rc<str>>,
     pub local: String,
     pub attrs: Vec<Attr>,
     pub children: Vec<Node>,
@@ -24,13 +38,13 @@ pub(super) struct Node {
     pub text: String,
     /// When the (trimmed) text is a prefixed QName (`soap:Client`), the namespace its prefix is
     /// bound to in the element's scope.
-    pub text_ns: Option<String>,
+    pub text_ns: Option<Rc<str>>,
 }
 
 /// One attribute (namespace declarations are not kept).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Attr {
-    pub ns: Option<String>,
+    pub ns: Option<Rc<str>>,
     pub local: String,
     pub value: String,
 }
@@ -59,6 +73,18 @@ impl Node {
 
 /// Reads `bytes` (UTF-8, or UTF-16 with a byte order mark) into the root element's tree.
 pub(super) fn parse(bytes: &[u8], limits: Limits) -> Result<Node, SoapError> {
+    read(bytes, limits, false).map(|(root, _)| root)
+}
+
+/// Reads `bytes` up to the start of the root's `Body` child (in the root's namespace): the root
+/// with the children before it (the `Header`), or `None` when the document has no such `Body`.
+/// Nothing after the `Body`'s start tag is read, so neither its errors nor its cost count.
+pub(super) fn parse_head(bytes: &[u8], limits: Limits) -> Result<Option<Node>, SoapError> {
+    read(bytes, limits, true).map(|(root, stopped)| stopped.then_some(root))
+}
+
+/// The tree, and whether the reading stopped at the `Body` (`stop_at_body`).
+fn read(bytes: &[u8], limits: Limits, stop_at_body: bool) -> Result<(Node, bool), SoapError> {
     if bytes.len() > limits.max_bytes {
         return Err(SoapError::TooLarge {
             max: limits.max_bytes,
@@ -68,13 +94,18 @@ pub(super) fn parse(bytes: &[u8], limits: Limits) -> Result<Node, SoapError> {
     let text = decode(bytes)?;
     let mut reader = NsReader::from_str(&text);
     // A SOAP message needs a handful of namespaces; bounds the cost of resolving prefixes.
-    reader.resolver_mut().set_max_namespace_bindings(64);
+    reader
+        .resolver_mut()
+        .set_max_namespace_bindings(MAX_BINDINGS_IN_SCOPE);
+    let mut scopes = Scopes::new();
     let mut stack: Vec<Node> = Vec::new();
     let mut root: Option<Node> = None;
     let mut nodes = 0usize;
     loop {
-        let (resolved, event) = match reader.read_resolved_event() {
-            Ok((r, e)) => (resolved_ns(r), e),
+        // The reader checks the declarations (`xml` / `xmlns` misuse, bindings in scope); the
+        // names are resolved against `scopes`, which shares each URI.
+        let event = match reader.read_event() {
+            Ok(e) => e,
             Err(e) => {
                 let at = reader.error_position();
                 return Err(SoapError::NotXml(format!("{} at byte {at}", describe(&e))));
@@ -93,7 +124,6 @@ pub(super) fn parse(bytes: &[u8], limits: Limits) -> Result<Node, SoapError> {
             Event::DocType(_) => return Err(SoapError::Forbidden("DTD (DOCTYPE)")),
             Event::PI(_) => return Err(SoapError::Forbidden("processing instruction")),
             Event::Start(start) => {
-                let node = open(&reader, resolved?, &start, &mut nodes, limits)?;
                 if root.is_some() {
                     return Err(SoapError::NotXml("content after the root element".into()));
                 }
@@ -101,11 +131,20 @@ pub(super) fn parse(bytes: &[u8], limits: Limits) -> Result<Node, SoapError> {
                     return Err(SoapError::TooDeep {
                         max: limits.max_depth,
                     });
+                }
+                scopes.push(stack.len() + 1, &start);
+                let node = open(&scopes, &start, &mut nodes, limits)?;
+                if stop_at_body
+                    && let [envelope] = stack.as_slice()
+                    && node.local == "Body"
+                    && node.ns.is_some()
+                    && node.ns == envelope.ns
+                {
+                    return Ok((stack.swap_remove(0), true));
                 }
                 stack.push(node);
             }
             Event::Empty(start) => {
-                let node = open(&reader, resolved?, &start, &mut nodes, limits)?;
                 if root.is_some() {
                     return Err(SoapError::NotXml("content after the root element".into()));
                 }
@@ -114,14 +153,26 @@ pub(super) fn parse(bytes: &[u8], limits: Limits) -> Result<Node, SoapError> {
                         max: limits.max_depth,
                     });
                 }
-                close(&reader, node, &mut stack, &mut root);
+                scopes.push(stack.len() + 1, &start);
+                let node = open(&scopes, &start, &mut nodes, limits)?;
+                if stop_at_body
+                    && let [envelope] = stack.as_slice()
+                    && node.local == "Body"
+                    && node.ns.is_some()
+                    && node.ns == envelope.ns
+                {
+                    return Ok((stack.swap_remove(0), true));
+                }
+                close(&scopes, node, &mut stack, &mut root);
+                scopes.pop(stack.len() + 1);
             }
             Event::End(_) => {
                 // The reader checked that the end tag matches the open element.
                 let node = stack
                     .pop()
                     .ok_or_else(|| SoapError::NotXml("unexpected end tag".into()))?;
-                close(&reader, node, &mut stack, &mut root);
+                close(&scopes, node, &mut stack, &mut root);
+                scopes.pop(stack.len() + 1);
             }
             Event::Text(t) => match stack.last_mut() {
                 Some(top) => top.text.push_str(&t.xml10_content()),
@@ -151,8 +202,101 @@ pub(super) fn parse(bytes: &[u8], limits: Limits) -> Result<Node, SoapError> {
                 if !stack.is_empty() {
                     return Err(SoapError::NotXml("unexpected end of document".into()));
                 }
-                return root.ok_or_else(|| SoapError::NotXml("no root element".into()));
+                return root
+                    .map(|root| (root, false))
+                    .ok_or_else(|| SoapError::NotXml("no root element".into()));
             }
+        }
+    }
+}
+
+/// Most namespace declarations in scope at once (the reader refuses more).
+const MAX_BINDINGS_IN_SCOPE: usize = 64;
+
+/// The namespace declarations in scope, innermost last; each URI is allocated once, when it is
+/// declared, and shared by every name resolved to it.
+struct Scopes {
+    bindings: Vec<Binding>,
+    xml: Rc<str>,
+    xmlns: Rc<str>,
+}
+
+struct Binding {
+    /// Depth of the declaring element (the root is 1).
+    depth: usize,
+    /// `None` for the default namespace.
+    prefix: Option<Box<str>>,
+    /// `None` when the declaration undeclares (`xmlns=""`, `xmlns:p=""`).
+    uri: Option<Rc<str>>,
+}
+
+/// What a name's prefix resolves to.
+enum Resolved {
+    Bound(Rc<str>),
+    Unbound,
+    Unknown,
+}
+
+impl Scopes {
+    fn new() -> Self {
+        Scopes {
+            bindings: Vec::new(),
+            xml: Rc::from(XML_NS),
+            xmlns: Rc::from(XMLNS_NS),
+        }
+    }
+
+    /// Adds the declarations of the element at `depth` (already checked by the reader, which
+    /// reads the same raw values).
+    fn push(&mut self, depth: usize, start: &BytesStart<'_>) {
+        for attr in start.attributes().with_checks(false) {
+            let Ok(attr) = attr else { break };
+            let prefix = match attr.key.as_namespace_binding() {
+                None | Some(PrefixDeclaration::Named("xml" | "xmlns")) => continue,
+                Some(PrefixDeclaration::Default) => None,
+                Some(PrefixDeclaration::Named(p)) => Some(Box::from(p)),
+            };
+            let uri = (!attr.value.is_empty()).then(|| Rc::from(attr.value.as_ref()));
+            self.bindings.push(Binding { depth, prefix, uri });
+        }
+    }
+
+    /// Drops the declarations of the element at `depth` and deeper.
+    fn pop(&mut self, depth: usize) {
+        while self.bindings.last().is_some_and(|b| b.depth >= depth) {
+            self.bindings.pop();
+        }
+    }
+
+    /// `prefix` (`None`: no prefix) of an element name (`use_default`), an attribute name or a
+    /// QName text.
+    fn resolve(&self, prefix: Option<&str>, use_default: bool) -> Resolved {
+        match prefix {
+            None if !use_default => Resolved::Unbound,
+            None => match self.bindings.iter().rev().find(|b| b.prefix.is_none()) {
+                Some(Binding { uri: Some(uri), .. }) => Resolved::Bound(uri.clone()),
+                _ => Resolved::Unbound,
+            },
+            Some("xml") => Resolved::Bound(self.xml.clone()),
+            Some("xmlns") => Resolved::Bound(self.xmlns.clone()),
+            Some(p) => match self
+                .bindings
+                .iter()
+                .rev()
+                .find(|b| b.prefix.as_deref() == Some(p))
+            {
+                Some(Binding { uri: Some(uri), .. }) => Resolved::Bound(uri.clone()),
+                _ => Resolved::Unknown,
+            },
+        }
+    }
+
+    /// The namespace of an element or attribute name.
+    fn name_ns(&self, name: QName<'_>, element: bool) -> Result<Option<Rc<str>>, SoapError> {
+        match self.resolve(name.prefix().map(|p| p.into_inner()), element) {
+            Resolved::Bound(uri) => Ok(Some(uri)),
+            Resolved::Unbound => Ok(None),
+            Resolved::Unknown => Err(SoapError::NotXml("undeclared namespace prefix".into())),
         }
     }
 }
@@ -188,17 +332,8 @@ fn decode(bytes: &[u8]) -> Result<std::borrow::Cow<'_, str>, SoapError> {
     }
 }
 
-fn resolved_ns(r: ResolveResult<'_>) -> Result<Option<String>, SoapError> {
-    match r {
-        ResolveResult::Bound(ns) => Ok(Some(ns.0.to_owned())),
-        ResolveResult::Unbound => Ok(None),
-        ResolveResult::Unknown(_) => Err(SoapError::NotXml("undeclared namespace prefix".into())),
-    }
-}
-
 fn open(
-    reader: &NsReader<&[u8]>,
-    ns: Option<String>,
+    scopes: &Scopes,
     start: &BytesStart<'_>,
     nodes: &mut usize,
     limits: Limits,
@@ -214,6 +349,7 @@ fn open(
         Ok(())
     };
     count()?;
+    let ns = scopes.name_ns(start.name(), true)?;
     let mut attrs = Vec::new();
     for attr in start.attributes() {
         let attr = attr.map_err(|_| SoapError::NotXml("bad attribute".into()))?;
@@ -225,11 +361,10 @@ fn open(
         let value = attr
             .normalized_value(XmlVersion::Implicit1_0)
             .map_err(|_| SoapError::NotXml("bad attribute value".into()))?;
-        let (ns, local) = reader.resolver().resolve_attribute(attr.key);
-        let ns = resolved_ns(ns)?;
+        let ns = scopes.name_ns(attr.key, false)?;
         attrs.push(Attr {
             ns,
-            local: local.as_ref().to_owned(),
+            local: attr.key.local_name().as_ref().to_owned(),
             value: value.into_owned(),
         });
     }
@@ -245,14 +380,14 @@ fn open(
 
 /// Finishes `node` (still in its namespace scope) and hangs it into its parent or makes it the
 /// root.
-fn close(reader: &NsReader<&[u8]>, mut node: Node, stack: &mut [Node], root: &mut Option<Node>) {
+fn close(scopes: &Scopes, mut node: Node, stack: &mut [Node], root: &mut Option<Node>) {
     let text = node.text.trim_matches(is_xml_space);
     if node.children.is_empty() && text.len() <= 256 && !text.contains(is_xml_space) {
         let qname = QName(text);
         if let Some(prefix) = qname.prefix()
-            && let ResolveResult::Bound(ns) = reader.resolver().resolve_prefix(Some(prefix), true)
+            && let Resolved::Bound(ns) = scopes.resolve(Some(prefix.into_inner()), true)
         {
-            node.text_ns = Some(ns.0.to_owned());
+            node.text_ns = Some(ns);
         }
     }
     match stack.last_mut() {

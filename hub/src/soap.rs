@@ -397,7 +397,7 @@ async fn record(
                 continue;
             }
         };
-        items.push(IncomingResponse {
+        let mut item = IncomingResponse {
             channel,
             correlation,
             kind: r.kind.response_kind(),
@@ -405,7 +405,40 @@ async fn record(
             detail: r.detail.clone(),
             dedupe_key: format!("soap:{}", r.response_id),
             whole_message: true,
+        };
+        // What the store cannot hold (U+0000 from `&#0;`, an overlong id) is this response's
+        // fault alone: answered Invalid, the others of the bundle are recorded.
+        let fallback_ok = fallback.as_deref().is_none_or(|f| {
+            clm_contracts::communication::storable("CrmId", f, crate::store::MAX_REFERENCE_LEN)
+                .is_ok()
         });
+        if let Err(e) = item.check().and_then(|()| {
+            fallback_ok
+                .then_some(())
+                .ok_or_else(|| clm_contracts::ValidationError {
+                    field: "CrmId",
+                    message: "cannot be stored".into(),
+                })
+        }) {
+            let field = match e.field {
+                "message id" => "CrmId",
+                "report id" => "ResponseId",
+                "detail" => "Detail",
+                other => other,
+            };
+            results[i] = Some(ResponseResult {
+                response_id: r
+                    .response_id
+                    .chars()
+                    .take(64)
+                    .filter(|c| *c != '\0')
+                    .collect(),
+                outcome: SoapOutcome::Invalid,
+                error_text: Some(format!("{field}: {}", e.message)),
+            });
+            continue;
+        }
+        items.push(item);
         positions.push(i);
         fallbacks.push(fallback);
     }

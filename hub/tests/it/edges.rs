@@ -170,6 +170,24 @@ async fn a_poisoned_amqp_message_is_rejected_and_the_rest_are_sent() {
     publish_raw(&ch, &bodies).await;
     let hub = amqp_hub(&mock, &vhost).await;
     let ids: Vec<String> = valid.iter().map(id_of).collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let rows = hub
+            .hub
+            .shared
+            .store
+            .count_by_status(Some(&campaign))
+            .await
+            .unwrap();
+        if rows.iter().map(|(_, n)| n).sum::<u64>() >= 100 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not stored: {rows:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     hub.wait_for(&ids, &["delivered"], Duration::from_secs(20))
         .await;
     let mut reasons = Vec::new();
@@ -472,4 +490,97 @@ async fn outcomes_and_reports_on_the_same_rows_never_deadlock() {
             }
         }
     }
+}
+
+/// A message the broker has delivered nearly `x-delivery-limit` times without it being stored is
+/// dead-lettered to the reject exchange with that reason instead of being dropped by the queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_redelivered_too_often_is_dead_lettered_with_its_reason() {
+    let vhost = amqp_vhost();
+    let mock = SmsMock::start(([127, 0, 0, 1], 0).into()).await.unwrap();
+    let (_conn, ch) = broker(&vhost).await;
+    let mut rejected = ch
+        .basic_consume(
+            clm_hub::amqp::REJECTED_QUEUE.into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let hub = amqp_hub(&mock, &vhost).await;
+    let worn = sms_json("worn", "x");
+    let fresh = sms_json("worn", "y");
+    let mut headers = FieldTable::default();
+    headers.insert(
+        "x-delivery-count".into(),
+        lapin::types::AMQPValue::LongLongInt(19),
+    );
+    for (body, props) in [
+        (
+            &worn,
+            lapin::BasicProperties::default().with_headers(headers),
+        ),
+        (&fresh, lapin::BasicProperties::default()),
+    ] {
+        ch.basic_publish(
+            clm_hub::amqp::COMMUNICATIONS_EXCHANGE.into(),
+            "sms".into(),
+            lapin::options::BasicPublishOptions::default(),
+            &serde_json::to_vec(body).unwrap(),
+            props.with_content_type("application/json".into()),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    }
+    let d = tokio::time::timeout(Duration::from_secs(10), rejected.next())
+        .await
+        .expect("a reject")
+        .unwrap()
+        .unwrap();
+    d.acker.ack(BasicAckOptions::default()).await.unwrap();
+    let body: Value = serde_json::from_slice(&d.data).unwrap();
+    assert!(
+        body["reason"]
+            .as_str()
+            .unwrap()
+            .contains("delivered 19 times"),
+        "{body}"
+    );
+    hub.wait_for(&[id_of(&fresh)], &["delivered"], Duration::from_secs(10))
+        .await;
+    hub.stop().await;
+}
+
+/// A paused channel claims nothing, yet its communications whose validity ran out become
+/// `expired` (they used to stay `received` until the resume).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_channel_still_expires_what_ran_out() {
+    let mock = SmsMock::start(([127, 0, 0, 1], 0).into()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_for(&mock, "kannel", dir.path(), |c| {
+        c.dispatcher.lease_secs = 10
+    });
+    let hub = start_hub(config, dir).await;
+    let r = hub
+        .client
+        .post(hub.url("/v1/channels/sms/pause"))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let mut comm = sms_json("paused-expiry", "hi");
+    comm["expires_at"] = json!((chrono::Utc::now() + chrono::Duration::seconds(1)).to_rfc3339());
+    let id = id_of(&comm);
+    assert_eq!(hub.submit(&comm).await.0, 202);
+    hub.wait_for(
+        std::slice::from_ref(&id),
+        &["expired"],
+        Duration::from_secs(15),
+    )
+    .await;
+    assert_eq!(mock.accepted_count(), 0);
+    hub.stop().await;
 }

@@ -352,7 +352,9 @@ async fn relay_answers_are_classified() {
         "retry"
     );
 
-    // No answer after the final dot: the relay may have it — unknown, never resent.
+    // No answer after the final dot: the relay may have it — the attempt is unknown, never
+    // resent. This relay did take it and reports it delivered (while the attempt was still
+    // waiting): that report settles the communication once the attempt ends.
     m.set_faults(SmtpFaults {
         script: vec![SmtpScriptStep {
             end_of_data: Some(SmtpStageFault::Hang),
@@ -364,10 +366,13 @@ async fn relay_answers_are_classified() {
     let id = submit(&hub, &mail("hang@example.ru", "hang")).await;
     hub.wait_for(
         std::slice::from_ref(&id),
-        &["unknown"],
+        &["delivered"],
         Duration::from_secs(15),
     )
     .await;
+    let v = hub.view(&id).await;
+    assert_eq!(v["attempts"].as_array().unwrap().len(), 1, "{v:#}");
+    assert_eq!(v["attempts"][0]["classification"], "unknown", "{v:#}");
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(m.received().len(), before + 1, "not resent");
     hub.stop().await;

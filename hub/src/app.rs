@@ -692,7 +692,10 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Hub>
     });
 
     let app = crate::api::router(Arc::clone(&shared));
-    let server_stop = shutdown.clone();
+    // The listener outlives the dispatchers: reports and SOAP callbacks for the sends still in
+    // flight at shutdown must find it open (it stops once their outcomes are written).
+    let server_stop = CancellationToken::new();
+    let server_stopper = server_stop.clone();
     let server = tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(async move { server_stop.cancelled().await })
@@ -723,6 +726,9 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Hub>
         // Every send has submitted its outcome: write them, then publish what they announced.
         finisher_stop.cancel();
         let _ = finisher_task.await;
+        // Reports for the last sends arrive a moment after their answers: a short grace.
+        tokio::time::sleep(Duration::from_millis(SHUTDOWN_REPORT_GRACE_MS)).await;
+        server_stopper.cancel();
         outbox_stop.cancel();
         let _ = publisher.await;
         match tokio::time::timeout(Duration::from_secs(10), server).await {
@@ -741,6 +747,12 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Hub>
         task,
     })
 }
+
+/// How long after a cancel its campaign is swept again for stragglers.
+const RECANCEL_MINUTES: i64 = 10;
+
+/// How long the HTTP listener keeps taking reports after the last in-flight send ended.
+const SHUTDOWN_REPORT_GRACE_MS: u64 = 500;
 
 /// Reaps expired claims (instances that died mid-send) and picks up cancellations and pauses made
 /// through other instances.
@@ -764,10 +776,34 @@ async fn housekeeping(shared: Arc<Shared>, shutdown: CancellationToken) {
                     }
                     Err(e) => warn!(error = %e, "reaping expired claims failed"),
                 }
+                match shared.store.expire_pending(chrono::Utc::now()).await {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        info!(count = n, "pending communications expired");
+                        shared.outbox_wake.notify_one();
+                    }
+                    Err(e) => warn!(error = %e, "expiring pending communications failed"),
+                }
             }
             _ = refresh.tick() => {
                 if let Ok(c) = shared.store.cancelled_campaigns().await {
                     shared.mark_cancelled(c);
+                }
+                // A cancel misses rows a claimer held at that moment and rows another instance
+                // accepted before it heard of it: cancel recent campaigns again, until their
+                // stragglers are gone (idempotent; one indexed query each).
+                let recent = chrono::Utc::now() - chrono::Duration::minutes(RECANCEL_MINUTES);
+                if let Ok(campaigns) = shared.store.cancelled_since(recent).await {
+                    for c in campaigns {
+                        match shared.store.cancel_campaign(&c, chrono::Utc::now()).await {
+                            Ok(0) => {}
+                            Ok(n) => {
+                                info!(count = n, "late communications of a cancelled campaign cancelled");
+                                shared.outbox_wake.notify_one();
+                            }
+                            Err(e) => warn!(error = %e, "cancelling late communications failed"),
+                        }
+                    }
                 }
                 // The store holds the pause flags durably; Redis mirrors them for the
                 // one-second propagation below, and is corrected here if a write to it failed.

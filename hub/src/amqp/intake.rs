@@ -121,8 +121,30 @@ async fn consume(
     }
 }
 
+/// How often the broker delivered this message before (quorum queues count redeliveries).
+fn delivery_count(d: &Delivery) -> i64 {
+    let Some(headers) = d.properties.headers().as_ref() else {
+        return 0;
+    };
+    match headers.inner().get("x-delivery-count") {
+        Some(AMQPValue::LongLongInt(n)) => *n,
+        Some(AMQPValue::LongInt(n)) => i64::from(*n),
+        Some(AMQPValue::LongUInt(n)) => i64::from(*n),
+        Some(AMQPValue::ShortInt(n)) => i64::from(*n),
+        Some(AMQPValue::ShortUInt(n)) => i64::from(*n),
+        _ => 0,
+    }
+}
+
 /// Why a delivery cannot be taken, before it reaches validation.
 fn pre_check(d: &Delivery) -> Result<serde_json::Value, String> {
+    let count = delivery_count(d);
+    if count >= super::DEAD_LETTER_AT {
+        return Err(format!(
+            "delivered {count} times without being stored; dead-lettered before the queue's \
+             x-delivery-limit would drop it"
+        ));
+    }
     let value: serde_json::Value =
         serde_json::from_slice(&d.data).map_err(|e| format!("body is not JSON: {e}"))?;
     if !value.is_object() {

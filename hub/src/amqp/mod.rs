@@ -31,9 +31,13 @@ pub const EVENTS_EXCHANGE: &str = "clm.events";
 /// Header carrying why a message was rejected.
 pub const REJECT_REASON_HEADER: &str = "x-clm-reject-reason";
 /// Deliveries of one message before the quorum queue gives up on it (it is then dropped by the
-/// broker unless a dead-letter exchange is configured; our consumer never lets it get there:
-/// invalid input is rejected explicitly, store outages are retried without requeueing).
+/// broker unless a dead-letter exchange is configured). Our consumer never lets it get there: a
+/// delivery whose `x-delivery-count` reaches [`DEAD_LETTER_AT`] (it came back that often without
+/// being stored: crashes, reconnects in a long outage) is published to the reject exchange with
+/// that reason and acked, so it is never dropped silently. (A dead-letter argument on the queue
+/// would do the same, but changing a declared queue's arguments fails on every existing broker.)
 const DELIVERY_LIMIT: i64 = 20;
+pub(crate) const DEAD_LETTER_AT: i64 = DELIVERY_LIMIT - 2;
 
 /// Connection state shared with `/readyz`.
 #[derive(Debug, Default)]

@@ -368,7 +368,18 @@ pub async fn dispatch_batch(
         let shared = Arc::clone(shared);
         let ch = Arc::clone(ch);
         tokio::spawn(async move {
-            let (finish, opened, outcome) = attempt(&ch, &c, probe).await;
+            use futures_util::FutureExt;
+            let attempted = std::panic::AssertUnwindSafe(attempt(&ch, &c, probe))
+                .catch_unwind()
+                .await;
+            let (finish, opened, outcome) = match attempted {
+                Ok(done) => done,
+                // A bug, not the channel's answer: whether the request went out is unknown, so
+                // the communication is `unknown` (never resent blindly), and the breaker counts a
+                // failure, which also ends a probe instead of leaving the channel half-open for
+                // ever.
+                Err(_) => panicked(&ch, &c),
+            };
             drop(permit);
             if ch.id == ChannelId::Email {
                 after_email_attempt(&shared, &c, &outcome).await;
@@ -382,6 +393,39 @@ pub async fn dispatch_batch(
             drop(guard);
         });
     }
+}
+
+/// The outcome of an attempt whose send panicked.
+fn panicked(ch: &Channel, c: &Claimed) -> (Finish, bool, Outcome) {
+    warn!(channel = %ch.id, communication_id = %c.comm.id, "the send panicked; outcome unknown");
+    let opened = ch.breaker.on_failure(Instant::now());
+    ch.counters.unknown.fetch_add(1, Ordering::Relaxed);
+    let reason = "the send failed inside the hub (a bug); whether the channel got it is unknown";
+    let outcome = Outcome::Unknown {
+        reason: reason.into(),
+        answer: String::new(),
+    };
+    let finish = Finish {
+        id: c.comm.id,
+        claim: c.claim.clone(),
+        campaign_id: c.comm.campaign_id.clone(),
+        channel: c.comm.channel,
+        attempt: Some(AttemptRow {
+            number: c.attempts + 1,
+            started_at: Utc::now(),
+            duration_ms: 0,
+            classification: Classification::Unknown,
+            answer: String::new(),
+            reason: Some(reason.into()),
+            external_id: None,
+        }),
+        status: Status::Unknown,
+        reason: Some(reason.into()),
+        external_id: None,
+        next_attempt_at: None,
+        attempts: c.attempts + 1,
+    };
+    (finish, opened, outcome)
 }
 
 /// 7–8: one timed attempt, classified, turned into the communication's next state.

@@ -507,6 +507,18 @@ impl Store {
         dispatch!(self, set_watermark(source, position, row_key, now))
     }
 
+    /// Pending communications whose `expires_at` has passed become `expired` (up to a few
+    /// thousand a call), whether or not their channel is claiming: a paused channel's expired
+    /// communications do not wait for the resume to be seen as expired.
+    pub async fn expire_pending(&self, now: DateTime<Utc>) -> Result<u64> {
+        dispatch!(self, expire_pending(now))
+    }
+
+    /// Campaigns cancelled at or after `since`.
+    pub async fn cancelled_since(&self, since: DateTime<Utc>) -> Result<Vec<String>> {
+        dispatch!(self, cancelled_since(since))
+    }
+
     pub async fn cancelled_campaigns(&self) -> Result<Vec<String>> {
         dispatch!(self, cancelled_campaigns())
     }

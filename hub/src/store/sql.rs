@@ -246,6 +246,9 @@ macro_rules! backend {
                     .push(PENDING)
                     .push(" AND next_attempt_at <= ")
                     .push_bind(now_ms)
+                    // A campaign cancelled through another instance is not claimed here, even
+                    // before this instance has heard of the cancel.
+                    .push(" AND campaign_id NOT IN (SELECT campaign_id FROM cancelled_campaigns)")
                     .push(" ORDER BY priority DESC, next_attempt_at LIMIT ")
                     .push_bind(i64::from(limit))
                     .push($lock)
@@ -822,6 +825,58 @@ macro_rules! backend {
                         Ok((parse_uuid(&id)?, campaign, u32::try_from(attempts).unwrap_or(0)))
                     })
                     .collect()
+            }
+
+            pub async fn expire_pending(
+                w: &Pool,
+                _r: &Pool,
+                now: DateTime<Utc>,
+            ) -> Result<u64> {
+                let now_ms = ms(now);
+                let reason = "expires_at passed before the channel took it";
+                let mut tx = w.begin().await?;
+                let mut qb = QueryBuilder::<Db>::new(
+                    "UPDATE communications SET status = 'expired', reason = ",
+                );
+                qb.push_bind(reason)
+                    .push(", updated_at = ")
+                    .push_bind(now_ms)
+                    .push(" WHERE id IN (SELECT id FROM communications WHERE status IN ")
+                    .push(PENDING)
+                    .push(" AND expires_at IS NOT NULL AND expires_at <= ")
+                    .push_bind(now_ms)
+                    .push(" LIMIT ")
+                    .push_bind(CANCEL_CHUNK)
+                    .push($lock)
+                    .push(") AND status IN ")
+                    .push(PENDING)
+                    .push(" RETURNING id, channel, campaign_id, attempts");
+                let rows: Vec<(String, String, String, i64)> =
+                    qb.build_query_as().fetch_all(&mut *tx).await?;
+                let mut events = Vec::with_capacity(rows.len());
+                for (id, channel, campaign, attempts) in &rows {
+                    events.push(status_event(
+                        parse_uuid(id)?, campaign, parse_channel(id, channel)?,
+                        Status::Expired, u32::try_from(*attempts).unwrap_or(0),
+                        Some(reason.to_owned()), None, now,
+                    ));
+                }
+                push_events(&mut tx, &events, now_ms).await?;
+                tx.commit().await?;
+                Ok(rows.len() as u64)
+            }
+
+            pub async fn cancelled_since(
+                _w: &Pool,
+                r: &Pool,
+                since: DateTime<Utc>,
+            ) -> Result<Vec<String>> {
+                let mut qb = QueryBuilder::<Db>::new(
+                    "SELECT campaign_id FROM cancelled_campaigns WHERE cancelled_at >= ",
+                );
+                qb.push_bind(ms(since));
+                let rows: Vec<(String,)> = qb.build_query_as().fetch_all(r).await?;
+                Ok(rows.into_iter().map(|r| r.0).collect())
             }
 
             pub async fn cancelled_campaigns(_w: &Pool, r: &Pool) -> Result<Vec<String>> {

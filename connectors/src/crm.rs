@@ -58,6 +58,11 @@ pub struct CrmConfig {
     pub request_timeout: Duration,
     /// Status queries after a send that ended without an answer.
     pub reconcile_attempts: u32,
+    /// The dispatcher's per-attempt timeout around [`Connector::send`] (longer than
+    /// [`CrmConfig::worst_case`]). What it leaves beyond the worst case is how long an item may
+    /// wait for a free bundle slot: one that gets none in time comes back as a retry, never
+    /// sent, instead of running into the dispatcher's timeout as `unknown`.
+    pub attempt_timeout: Duration,
 }
 
 impl CrmConfig {
@@ -71,11 +76,33 @@ impl CrmConfig {
     }
 }
 
+impl CrmConfig {
+    /// Longest an item may wait before its bundle's request starts: its bundle's gathering,
+    /// then whatever the attempt's timeout leaves beyond the worst case, less a margin for the
+    /// answer to reach the dispatcher first.
+    fn queue_limit(&self) -> Duration {
+        let spare = self.attempt_timeout.saturating_sub(self.worst_case());
+        self.bundle_wait + spare.saturating_sub(QUEUE_MARGIN.min(spare / 2))
+    }
+}
+
+/// Room left between an item's queue limit and the dispatcher's timeout.
+const QUEUE_MARGIN: Duration = Duration::from_millis(500);
+
+/// An item's fate between the caller and the bundler: whichever moves it first from `QUEUED`
+/// decides whether it is sent (`TAKEN`, by the bundler) or not (`WITHDRAWN`, by its caller at
+/// its queue limit).
+const QUEUED: u8 = 0;
+const TAKEN: u8 = 1;
+const WITHDRAWN: u8 = 2;
+
+type Fate = Arc<std::sync::atomic::AtomicU8>;
+
 fn reconcile_backoff(n: u32) -> Duration {
     Duration::from_millis(200u64.saturating_mul(1 << n.min(6)))
 }
 
-type Reply = oneshot::Sender<Outcome>;
+type Reply = (oneshot::Sender<Outcome>, Fate);
 
 /// The connector of one CRM channel.
 pub struct CrmConnector {
@@ -177,8 +204,16 @@ impl Connector for CrmConnector {
     }
 
     async fn send(&self, comm: &Communication) -> Outcome {
-        let (reply, answer) = oneshot::channel();
-        if self.tx.send((item(comm), reply)).await.is_err() {
+        use std::sync::atomic::Ordering;
+        let (reply, mut answer) = oneshot::channel();
+        let fate: Fate = Arc::new(std::sync::atomic::AtomicU8::new(QUEUED));
+        let limit = tokio::time::Instant::now() + self.sender.config.queue_limit();
+        if self
+            .tx
+            .send((item(comm), (reply, Arc::clone(&fate))))
+            .await
+            .is_err()
+        {
             return Outcome::Retry {
                 after: None,
                 reason: "the connector is shutting down".into(),
@@ -186,10 +221,28 @@ impl Connector for CrmConnector {
                 throttled: false,
             };
         }
-        answer.await.unwrap_or_else(|_| Outcome::Unknown {
+        let lost = |_| Outcome::Unknown {
             reason: "the bundle's task ended without an outcome".into(),
             answer: String::new(),
-        })
+        };
+        tokio::select! {
+            biased;
+            o = &mut answer => return o.unwrap_or_else(lost),
+            _ = tokio::time::sleep_until(limit) => {}
+        }
+        if fate
+            .compare_exchange(QUEUED, WITHDRAWN, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            return Outcome::Retry {
+                after: None,
+                reason: "no free bundle slot in time (parallel_bundles busy); not sent".into(),
+                answer: String::new(),
+                throttled: false,
+            };
+        }
+        // Its bundle is out: the answer (or the reconciliation) decides.
+        answer.await.unwrap_or_else(lost)
     }
 }
 
@@ -244,7 +297,19 @@ async fn bundler(sender: Arc<Sender>, mut rx: mpsc::Receiver<(CommunicationItem,
         // An item whose caller gave up meanwhile (the dispatcher's per-attempt timeout,
         // shutdown) is not sent: its attempt is already recorded, and sending it now would go
         // behind the dispatcher's back.
-        bundle.retain(|(_, reply)| !reply.is_closed());
+        // An item withdrawn at its queue limit is not sent either; the rest are taken here,
+        // after which their callers wait for the answer whatever it takes.
+        bundle.retain(|(_, (reply, fate))| {
+            !reply.is_closed()
+                && fate
+                    .compare_exchange(
+                        QUEUED,
+                        TAKEN,
+                        std::sync::atomic::Ordering::AcqRel,
+                        std::sync::atomic::Ordering::Acquire,
+                    )
+                    .is_ok()
+        });
         if bundle.is_empty() {
             drop(permit);
             continue;
@@ -335,7 +400,7 @@ impl Sender {
             Exchange::Failed(o) => vec![o; ids.len()],
             Exchange::Lost(what) => self.reconcile(&bundle_id, &ids, &what).await,
         };
-        for (reply, outcome) in replies.into_iter().zip(outcomes) {
+        for ((reply, _), outcome) in replies.into_iter().zip(outcomes) {
             let _ = reply.send(outcome);
         }
     }

@@ -248,6 +248,7 @@ fn crm_connector(
         parallel_bundles: sc.parallel_bundles,
         request_timeout: Duration::from_millis(sc.request_timeout_ms),
         reconcile_attempts: sc.reconcile_attempts,
+        attempt_timeout: Duration::from_millis(config.channel(id).policy.timeout_ms),
     };
     let connector =
         CrmConnector::new(id, crm).with_context(|| format!("channels.{id}.endpoint"))?;

@@ -466,3 +466,57 @@ async fn items_left_unknown_are_reconciled_later() {
     }
     hub.stop().await;
 }
+
+/// Issue 10: with every bundle slot busy on a slow CRM, an item that gets no slot within what its
+/// attempt's timeout leaves comes back as a retry, never sent, instead of running into the
+/// dispatcher's timeout as `unknown` (before, it waited for a slot, went out late, and ended
+/// `unknown` although the CRM then had it, or never went out at all).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn items_without_a_free_bundle_slot_retry_instead_of_ending_unknown() {
+    let hub = crm_hub(|c| {
+        let ch = c.channels.get_mut(&ChannelId::SapCrm).unwrap();
+        let soap = SoapChannelConfig {
+            bundle_size: 1,
+            bundle_wait_ms: 20,
+            parallel_bundles: 1,
+            request_timeout_ms: 3_000,
+            reconcile_attempts: 1,
+            ..SoapChannelConfig::default()
+        };
+        ch.policy.timeout_ms = soap.worst_case_ms() + 1_000;
+        ch.policy.concurrency = 10;
+        ch.policy.max_attempts = 20;
+        ch.soap = Some(soap);
+    })
+    .await;
+    let m = mock(&hub, ChannelId::SapCrm);
+    m.set_faults(CrmFaults {
+        latency_ms: 1_500,
+        ..CrmFaults::default()
+    });
+    // One at a time, 1.5 s each: the sixth would get its slot after 7.5 s, past the attempt's
+    // timeout (about 7.2 s).
+    let items: Vec<Value> = (0..6)
+        .map(|i| offer(ChannelId::SapCrm, "slots", &format!("s-{i}")))
+        .collect();
+    let ids = submit_all(&hub, &items).await;
+    hub.wait_for(&ids, &["sent", "delivered"], Duration::from_secs(60))
+        .await;
+    let mut waited = 0;
+    for id in &ids {
+        let v = hub.view(id).await;
+        for a in v["attempts"].as_array().unwrap() {
+            assert_ne!(a["classification"], "unknown", "{v:#}");
+            if a["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("no free bundle slot"))
+            {
+                assert_eq!(a["classification"], "retry", "{v:#}");
+                waited += 1;
+            }
+        }
+        assert_eq!(m.accepted_count(id), 1, "sent once: {id}");
+    }
+    assert!(waited > 0, "some item waited for a slot and was retried");
+    hub.stop().await;
+}

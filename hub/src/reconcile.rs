@@ -36,13 +36,17 @@ pub async fn run(
         let shared = Arc::clone(&shared);
         let channel = Arc::clone(&channel);
         async move {
+            let mut cursor = None;
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => return,
                     _ = tokio::time::sleep(every) => {}
                 }
-                if let Err(e) = round(&shared, &channel, min_age).await {
-                    warn!(channel = %channel.id, error = %e, "reconciliation round failed; next round later");
+                match round(&shared, &channel, min_age, cursor).await {
+                    Ok(r) => cursor = r.next,
+                    Err(e) => {
+                        warn!(channel = %channel.id, error = %e, "reconciliation round failed; next round later")
+                    }
                 }
             }
         }
@@ -50,17 +54,39 @@ pub async fn run(
     .await;
 }
 
-/// One round: the oldest unknowns, one status query, their answers written.
-pub async fn round(shared: &Shared, channel: &Channel, min_age: Duration) -> anyhow::Result<usize> {
+/// What one round did, and where the next one starts.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Round {
+    pub asked: usize,
+    pub settled: usize,
+    /// The keyset position after this round's page; `None` after the last page, so the next
+    /// round starts from the oldest again.
+    pub next: Option<(chrono::DateTime<Utc>, uuid::Uuid)>,
+}
+
+/// One round: the next page of unknowns after `after` (the oldest first), one status query,
+/// their answers written. Pages move on whatever the channel answers, so communications it
+/// never knows cannot hold the others back.
+pub async fn round(
+    shared: &Shared,
+    channel: &Channel,
+    min_age: Duration,
+    after: Option<(chrono::DateTime<Utc>, uuid::Uuid)>,
+) -> anyhow::Result<Round> {
     let before = Utc::now() - chrono::Duration::from_std(min_age).unwrap_or_default();
     let unknown = shared
         .store
-        .unknown_before(channel.id, before, BATCH)
+        .unknown_before(channel.id, before, after, BATCH)
         .await?;
+    let next = if unknown.len() < BATCH as usize {
+        None
+    } else {
+        unknown.last().map(|u| (u.updated_at, u.id))
+    };
     if unknown.is_empty() {
-        return Ok(0);
+        return Ok(Round::default());
     }
-    let ids: Vec<uuid::Uuid> = unknown.iter().map(|u| u.0).collect();
+    let ids: Vec<uuid::Uuid> = unknown.iter().map(|u| u.id).collect();
     let started_at = Utc::now();
     let t0 = std::time::Instant::now();
     let answers = channel
@@ -71,9 +97,10 @@ pub async fn round(shared: &Shared, channel: &Channel, min_age: Duration) -> any
     let duration_ms = u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX);
     let mut finishes = Vec::new();
     for (id, outcome) in answers {
-        let Some((_, campaign, attempts)) = unknown.iter().find(|u| u.0 == id) else {
+        let Some(u) = unknown.iter().find(|u| u.id == id) else {
             continue;
         };
+        let (campaign, attempts) = (&u.campaign_id, u.attempts);
         let (status, classification, reason, external_id, next) = match &outcome {
             Outcome::Sent { external_id, .. } => (
                 Status::Sent,
@@ -130,5 +157,9 @@ pub async fn round(shared: &Shared, channel: &Channel, min_age: Duration) -> any
         shared.outbox_wake.notify_one();
         channel.wake();
     }
-    Ok(settled.len())
+    Ok(Round {
+        asked: ids.len(),
+        settled: settled.len(),
+        next,
+    })
 }

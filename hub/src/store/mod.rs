@@ -193,6 +193,15 @@ pub enum ResponseOutcome {
     NotFound,
 }
 
+/// A communication left `unknown`, for the reconciler.
+#[derive(Debug, Clone)]
+pub struct UnknownRow {
+    pub id: Uuid,
+    pub campaign_id: String,
+    pub attempts: u32,
+    pub updated_at: DateTime<Utc>,
+}
+
 /// Outbox entry, in commit order.
 #[derive(Debug, Clone)]
 pub struct OutboxRow {
@@ -416,15 +425,17 @@ impl Store {
         dispatch!(self, finish_batch(items, true, now))
     }
 
-    /// Communications of `channel` that have been `unknown` since before `before`, oldest first:
-    /// id, campaign, attempts.
+    /// Communications of `channel` that have been `unknown` since before `before`, oldest
+    /// first, after the keyset position `after` (`updated_at`, id) when given: a caller walks
+    /// through all of them page by page instead of asking about the oldest page for ever.
     pub async fn unknown_before(
         &self,
         channel: ChannelId,
         before: DateTime<Utc>,
+        after: Option<(DateTime<Utc>, Uuid)>,
         limit: u32,
-    ) -> Result<Vec<(Uuid, String, u32)>> {
-        dispatch!(self, unknown_before(channel, before, limit))
+    ) -> Result<Vec<UnknownRow>> {
+        dispatch!(self, unknown_before(channel, before, after, limit))
     }
 
     /// Gives claimed, unsent communications back, due at `due` (window closed, channel

@@ -18,8 +18,8 @@ use uuid::Uuid;
 
 use super::{
     ChannelDepth, Claimed, Correlation, Finish, IncomingResponse, InsertOutcome, NewCommunication,
-    OutboxRow, ResponseOutcome, Result, StoreError, event_row, from_ms, ms, parse_channel,
-    parse_status,
+    OutboxRow, ResponseOutcome, Result, StoreError, UnknownRow, event_row, from_ms, ms,
+    parse_channel, parse_status,
 };
 
 /// Rows per multi-row statement: 13 binds a row stays under SQLite's 32 766 and PostgreSQL's
@@ -393,9 +393,11 @@ macro_rules! backend {
                 let mut out = Vec::new();
                 for chunk in sent.chunks(CHUNK) {
                     let mut qb = QueryBuilder::<Db>::new(
-                        "SELECT r.communication_id, c.parts, r.kind, r.whole_message, r.detail \
+                        "SELECT r.communication_id, c.parts, r.kind, r.whole_message, r.detail, \
+                         r.dedupe_key \
                          FROM responses r JOIN communications c ON c.id = r.communication_id \
-                         WHERE r.kind IN ('delivered', 'undelivered') AND r.communication_id IN (",
+                         WHERE r.kind IN ('delivered', 'undelivered', 'buffered') \
+                         AND r.communication_id IN (",
                     );
                     {
                         let mut s = qb.separated(", ");
@@ -404,7 +406,7 @@ macro_rules! backend {
                         }
                     }
                     qb.push(") ORDER BY r.received_at");
-                    let rows: Vec<(String, i64, String, bool, Option<String>)> =
+                    let rows: Vec<(String, i64, String, bool, Option<String>, String)> =
                         qb.build_query_as().persistent(false).fetch_all(&mut **tx).await?;
                     for f in chunk {
                         let id = f.id.to_string();
@@ -413,10 +415,16 @@ macro_rules! backend {
                             out.push((*f, Status::Failed, r.4.clone()));
                             continue;
                         }
-                        let delivered = mine.iter().filter(|r| r.2 == "delivered").count() as i64;
-                        let whole = mine.iter().any(|r| r.2 == "delivered" && r.3);
-                        if let Some(last) = mine.last()
-                            && (whole || delivered >= last.1)
+                        // The same rule as record_responses: clm_connectors::sms::parts.
+                        let reports = mine.iter().filter_map(|r| {
+                            let kind = r.2.parse::<clm_contracts::ResponseKind>().ok()?;
+                            Some((kind, clm_connectors::sms::parts::part_of(&r.5, r.3)))
+                        });
+                        if let Some(last) = mine.iter().rev().find(|r| r.2 == "delivered")
+                            && clm_connectors::sms::parts::delivered(
+                                u32::try_from(last.1).unwrap_or(u32::MAX),
+                                reports,
+                            )
                         {
                             out.push((*f, Status::Delivered, last.4.clone()));
                         }
@@ -604,7 +612,18 @@ macro_rules! backend {
                         occurred_at: it.occurred_at,
                         detail: it.detail.clone(),
                     })));
-                    let Some(target) = it.kind.advances_to() else { continue };
+                    let target = match it.kind.advances_to() {
+                        Some(target) => target,
+                        // Kannel's "delivered to SMSC" for a part can complete a multi-part SMS
+                        // whose delivered report came first (clm_connectors::sms::parts).
+                        None if it.kind == clm_contracts::ResponseKind::Buffered
+                            && !it.whole_message
+                            && parts > 1 =>
+                        {
+                            Status::Delivered
+                        }
+                        None => continue,
+                    };
                     // While an attempt is out, the report waits: the attempt's outcome is written
                     // first (`sent`), and finish_batch applies the report then, so the events
                     // keep the lifecycle's order.
@@ -612,13 +631,22 @@ macro_rules! backend {
                         continue;
                     }
                     if target == Status::Delivered && !it.whole_message && parts > 1 {
-                        // A multi-part SMS is delivered when every part's report says so.
+                        // A multi-part SMS: delivered when its reports add up to the whole
+                        // message (every part, or Kannel's one report for the message); the
+                        // rule is clm_connectors::sms::parts.
                         let mut qb = QueryBuilder::<Db>::new(
-                            "SELECT COUNT(*) FROM responses WHERE communication_id = ",
+                            "SELECT kind, whole_message, dedupe_key FROM responses \
+                             WHERE communication_id = ",
                         );
-                        qb.push_bind(id.clone()).push(" AND kind = 'delivered'");
-                        let (n,): (i64,) = qb.build_query_as().fetch_one(&mut *tx).await?;
-                        if n < parts {
+                        qb.push_bind(id.clone()).push(" AND kind IN ('delivered', 'buffered')");
+                        let rows: Vec<(String, bool, String)> =
+                            qb.build_query_as().fetch_all(&mut *tx).await?;
+                        let reports = rows.iter().filter_map(|(kind, whole, key)| {
+                            let kind = kind.parse::<clm_contracts::ResponseKind>().ok()?;
+                            Some((kind, clm_connectors::sms::parts::part_of(key, *whole)))
+                        });
+                        let parts = u32::try_from(parts).unwrap_or(u32::MAX);
+                        if !clm_connectors::sms::parts::delivered(parts, reports) {
                             continue;
                         }
                     }
@@ -809,20 +837,35 @@ macro_rules! backend {
                 r: &Pool,
                 channel: ChannelId,
                 before: DateTime<Utc>,
+                after: Option<(DateTime<Utc>, Uuid)>,
                 limit: u32,
-            ) -> Result<Vec<(Uuid, String, u32)>> {
+            ) -> Result<Vec<UnknownRow>> {
                 let mut qb = QueryBuilder::<Db>::new(
-                    "SELECT id, campaign_id, attempts FROM communications WHERE channel = ",
+                    "SELECT id, campaign_id, attempts, updated_at FROM communications WHERE channel = ",
                 );
                 qb.push_bind(channel.as_str())
                     .push(" AND status = 'unknown' AND updated_at <= ")
-                    .push_bind(ms(before))
-                    .push(" ORDER BY updated_at LIMIT ")
+                    .push_bind(ms(before));
+                if let Some((at, id)) = after {
+                    qb.push(" AND (updated_at > ")
+                        .push_bind(ms(at))
+                        .push(" OR (updated_at = ")
+                        .push_bind(ms(at))
+                        .push(" AND id > ")
+                        .push_bind(id.to_string())
+                        .push("))");
+                }
+                qb.push(" ORDER BY updated_at, id LIMIT ")
                     .push_bind(i64::from(limit));
-                let rows: Vec<(String, String, i64)> = qb.build_query_as().fetch_all(r).await?;
+                let rows: Vec<(String, String, i64, i64)> = qb.build_query_as().fetch_all(r).await?;
                 rows.into_iter()
-                    .map(|(id, campaign, attempts)| {
-                        Ok((parse_uuid(&id)?, campaign, u32::try_from(attempts).unwrap_or(0)))
+                    .map(|(id, campaign, attempts, updated)| {
+                        Ok(UnknownRow {
+                            id: parse_uuid(&id)?,
+                            campaign_id: campaign,
+                            attempts: u32::try_from(attempts).unwrap_or(0),
+                            updated_at: from_ms(updated),
+                        })
                     })
                     .collect()
             }

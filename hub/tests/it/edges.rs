@@ -584,3 +584,54 @@ async fn a_paused_channel_still_expires_what_ran_out() {
     assert_eq!(mock.accepted_count(), 0);
     hub.stop().await;
 }
+
+/// The reconciler pages through every `unknown` communication (keyset on `updated_at`, id)
+/// instead of asking about the same oldest page for ever when the channel never knows them.
+#[tokio::test]
+async fn unknowns_are_paged_through_not_asked_about_from_the_oldest_again() {
+    for store in [sqlite_store().await.0, pg_store().await] {
+        insert_sms(&store, "unknown-pages", 25).await;
+        let claimed = store
+            .claim_due(
+                ChannelId::Sms,
+                "t",
+                25,
+                Duration::from_secs(300),
+                chrono::Utc::now(),
+            )
+            .await
+            .unwrap();
+        let finishes: Vec<Finish> = claimed
+            .iter()
+            .map(|c| Finish {
+                status: Status::Unknown,
+                ..finish_for(c, "timeout")
+            })
+            .collect();
+        store
+            .finish_batch(&finishes, chrono::Utc::now())
+            .await
+            .unwrap();
+        let later = chrono::Utc::now() + chrono::Duration::seconds(1);
+        let mut seen = Vec::new();
+        let mut after = None;
+        let mut pages = Vec::new();
+        loop {
+            let page = store
+                .unknown_before(ChannelId::Sms, later, after, 10)
+                .await
+                .unwrap();
+            pages.push(page.len());
+            seen.extend(page.iter().map(|u| u.id));
+            if page.len() < 10 {
+                break;
+            }
+            after = page.last().map(|u| (u.updated_at, u.id));
+        }
+        assert_eq!(pages, [10, 10, 5]);
+        let mut all: Vec<Uuid> = claimed.iter().map(|c| c.comm.id).collect();
+        all.sort();
+        seen.sort();
+        assert_eq!(seen, all, "every unknown once");
+    }
+}

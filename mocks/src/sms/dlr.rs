@@ -35,6 +35,10 @@ pub struct DlrConfig {
     /// Delay between the answer to the send and the report.
     pub delay_ms: u64,
     pub method: DlrMethod,
+    /// How long a report that the receiver refuses (connection refused, 408, 429, 5xx) is tried
+    /// again, with backoff from 50 ms doubling to 5 s: as Kannel does with `http-request-retry`,
+    /// so a hub restarting for a few seconds loses no report.
+    pub retry_for_ms: u64,
 }
 
 impl Default for DlrConfig {
@@ -45,6 +49,7 @@ impl Default for DlrConfig {
             undelivered_share: 0.0,
             delay_ms: 0,
             method: DlrMethod::Get,
+            retry_for_ms: 60_000,
         }
     }
 }
@@ -105,9 +110,9 @@ pub(crate) enum DlrJob {
     },
 }
 
-/// Attempts per report, and the backoff before the second one (then ×4 each time).
-const ATTEMPTS: u32 = 4;
+/// The backoff before a report's second attempt, doubling up to `MAX_BACKOFF`.
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Reports in flight at once, so a slow receiver cannot make the mock open unbounded connections.
 const CONCURRENCY: usize = 64;
 
@@ -152,19 +157,20 @@ impl DlrSender {
         self.0.failed.store(0, Relaxed);
     }
 
-    /// Sends `job` after `delay`, without blocking the caller; dropped on shutdown.
-    pub(crate) fn spawn(&self, delay: Duration, job: DlrJob) {
+    /// Sends `job` after `delay`, retrying a refused report for `retry_for`, without blocking
+    /// the caller; dropped on shutdown.
+    pub(crate) fn spawn(&self, delay: Duration, retry_for: Duration, job: DlrJob) {
         let this = self.clone();
         tokio::spawn(async move {
             let shutdown = this.0.shutdown.clone();
             tokio::select! {
                 () = shutdown.cancelled() => {}
-                () = this.run(delay, job) => {}
+                () = this.run(delay, retry_for, job) => {}
             }
         });
     }
 
-    async fn run(&self, delay: Duration, job: DlrJob) {
+    async fn run(&self, delay: Duration, retry_for: Duration, job: DlrJob) {
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
@@ -188,10 +194,10 @@ impl DlrSender {
                     };
                     let url = kannel::substitute(&template, &fields);
                     match method {
-                        DlrMethod::Get => self.deliver(|| client.get(&url)).await,
+                        DlrMethod::Get => self.deliver(retry_for, || client.get(&url)).await,
                         DlrMethod::Post => {
                             let (base, query) = url.split_once('?').unwrap_or((&url, ""));
-                            self.deliver(|| {
+                            self.deliver(retry_for, || {
                                 client
                                     .post(base)
                                     .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
@@ -202,19 +208,29 @@ impl DlrSender {
                     }
                 }
             }
-            DlrJob::Json { url, report } => self.deliver(|| client.post(&url).json(&report)).await,
+            DlrJob::Json { url, report } => {
+                self.deliver(retry_for, || client.post(&url).json(&report))
+                    .await
+            }
         }
     }
 
-    /// One report, retried on transport errors, 408, 429 and 5xx with exponential backoff.
-    async fn deliver(&self, request: impl Fn() -> reqwest::RequestBuilder) {
+    /// One report, retried on transport errors, 408, 429 and 5xx with exponential backoff for
+    /// as long as `retry_for` (at least one attempt).
+    async fn deliver(&self, retry_for: Duration, request: impl Fn() -> reqwest::RequestBuilder) {
+        let give_up_at = tokio::time::Instant::now() + retry_for;
         let mut backoff = FIRST_BACKOFF;
         let mut last = String::new();
-        for attempt in 1..=ATTEMPTS {
-            if attempt > 1 {
+        let mut attempts = 0_u32;
+        loop {
+            if attempts > 0 {
+                if tokio::time::Instant::now() + backoff > give_up_at {
+                    break;
+                }
                 tokio::time::sleep(backoff).await;
-                backoff *= 4;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
             }
+            attempts += 1;
             let result = {
                 // The permit bounds requests in flight, not reports waiting for their backoff.
                 let Ok(_permit) = self.0.permits.acquire().await else {
@@ -242,7 +258,7 @@ impl DlrSender {
             }
         }
         self.0.failed.fetch_add(1, Relaxed);
-        tracing::debug!(last = %last, attempts = ATTEMPTS, "delivery report given up");
+        tracing::debug!(last = %last, attempts, "delivery report given up");
     }
 }
 

@@ -75,9 +75,11 @@ pub(crate) async fn send(State(shared): State<Arc<Shared>>, body: Bytes) -> Resp
                     url: url.clone(),
                     report,
                 };
-                shared
-                    .dlr
-                    .spawn(Duration::from_millis(decision.dlr.delay_ms), job);
+                shared.dlr.spawn(
+                    Duration::from_millis(decision.dlr.delay_ms),
+                    Duration::from_millis(decision.dlr.retry_for_ms),
+                    job,
+                );
             }
             let parts = record.parts;
             (StatusCode::OK, Json(JsonSendResponse { message_id, parts })).into_response()

@@ -108,9 +108,11 @@ pub(crate) async fn sendsms(
                 from: record.from.clone(),
                 method: decision.dlr.method,
             };
-            shared
-                .dlr
-                .spawn(Duration::from_millis(decision.dlr.delay_ms), job);
+            shared.dlr.spawn(
+                Duration::from_millis(decision.dlr.delay_ms),
+                Duration::from_millis(decision.dlr.retry_for_ms),
+                job,
+            );
         }
     }
     shared.recorder.record(record);

@@ -148,3 +148,48 @@ async fn refused_dlrs_are_counted_as_failed() {
     assert!(wait_until(|| sms.stats().dlr_failed == 1).await);
     assert_eq!(sms.stats().dlr_sent, 0);
 }
+
+/// A receiver that is down when the report is due (a hub restarting) gets it once it is back:
+/// reports are retried for `retry_for_ms`, as Kannel does with `http-request-retry`.
+#[tokio::test]
+async fn a_report_is_retried_until_the_receiver_is_back() {
+    let sms = start().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dlr_url = format!("http://127.0.0.1:{port}/ingest/sms?id=comm-10&type=%d");
+    let response = kannel_get(
+        &sms,
+        &[("to", "+79161234567"), ("text", "x"), ("dlr-url", &dlr_url)],
+    )
+    .await;
+    assert_eq!(response.status(), 202);
+    // Down for two seconds: every attempt meanwhile is refused.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(sms.stats().dlr_sent, 0);
+    let got = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let counter = std::sync::Arc::clone(&got);
+    let app = axum::Router::new().route(
+        "/ingest/sms",
+        axum::routing::get(move || {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async { "ok" }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    assert!(
+        wait_until(|| sms.stats().dlr_sent == 1).await,
+        "{:?}",
+        sms.stats()
+    );
+    assert_eq!(
+        got.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "delivered once"
+    );
+}

@@ -635,3 +635,122 @@ async fn unknowns_are_paged_through_not_asked_about_from_the_oldest_again() {
         assert_eq!(seen, all, "every unknown once");
     }
 }
+
+/// A connector that panics on every send.
+struct Panics;
+
+#[async_trait::async_trait]
+impl clm_connectors::Connector for Panics {
+    fn channel(&self) -> ChannelId {
+        ChannelId::Sms
+    }
+
+    async fn send(&self, _comm: &clm_contracts::Communication) -> clm_connectors::Outcome {
+        panic!("a bug in a connector");
+    }
+}
+
+/// A send that panics ends `unknown` (whether it went out is not known: never resent blindly),
+/// counts as a breaker failure, and leaves no probe stuck: before, its claim waited for the
+/// reaper and a half-open breaker stayed probing for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_send_ends_unknown_and_frees_the_breaker() {
+    use std::sync::Arc;
+    let mock = SmsMock::start(([127, 0, 0, 1], 0).into()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_for(&mock, "kannel", dir.path(), |c| {
+        let p = &mut c.channels.get_mut(&ChannelId::Sms).unwrap().policy;
+        p.breaker.failure_threshold = 1;
+        p.breaker.open_ms = 200;
+    });
+    let (store, _db) = sqlite_store().await;
+    let policy = config.channels[&ChannelId::Sms].policy.clone();
+    let coord = clm_hub::coordination::Coordination::Local;
+    let limiter = clm_hub::coordination::SharedLimiter::new(
+        &coord,
+        ChannelId::Sms,
+        policy.rate,
+        policy.burst,
+        1.0,
+    );
+    let channel = Arc::new(clm_hub::dispatcher::Channel::new(
+        ChannelId::Sms,
+        policy,
+        Arc::new(Panics),
+        limiter,
+    ));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let (finisher, finisher_task) =
+        clm_hub::dispatcher::Finisher::start(store.clone(), stop.clone(), || {});
+    let shared = Arc::new(clm_hub::state::Shared::new(
+        config,
+        store.clone(),
+        "t".into(),
+        [(ChannelId::Sms, Arc::clone(&channel))]
+            .into_iter()
+            .collect(),
+        finisher,
+        clm_hub::events::EventBus::default(),
+        Arc::new(tokio::sync::Notify::new()),
+        "http://127.0.0.1:9".into(),
+        coord,
+        None,
+    ));
+    let ids = insert_sms(&store, "panics", 3).await;
+    let dispatcher = tokio::spawn(clm_hub::dispatcher::run_channel(
+        Arc::clone(&shared),
+        Arc::clone(&channel),
+        stop.clone(),
+    ));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let rows = store.count_by_status(Some("panics")).await.unwrap();
+        if rows == [(Status::Unknown, 3)] {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{rows:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for id in ids {
+        let v = store.view(id).await.unwrap().unwrap();
+        assert_eq!(v.attempts.len(), 1, "{v:?}");
+        assert_eq!(v.attempts[0].classification, Classification::Unknown);
+    }
+    // Three panics with a threshold of one: opened, probed (panicked: reopened), probed again.
+    // Whatever the last was, no probe is left out once the open time is over.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!channel.breaker.probing(), "a probe stuck half-open");
+    assert_eq!(
+        channel.in_flight.load(std::sync::atomic::Ordering::SeqCst),
+        0
+    );
+    stop.cancel();
+    dispatcher.await.unwrap();
+    finisher_task.await.unwrap();
+}
+
+/// Shutdown while sends are still out: the reports their answers bring are still taken (the
+/// listener stays up until the in-flight sends have ended and their outcomes are written), so
+/// they end `delivered`, not `sent` with their reports refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_for_sends_in_flight_at_shutdown_are_still_taken() {
+    let mock = SmsMock::start(([127, 0, 0, 1], 0).into()).await.unwrap();
+    mock.set_faults(clm_mocks::Faults {
+        latency_ms: 1_000,
+        ..Default::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let hub = start_hub(config_for(&mock, "kannel", dir.path(), |_| {}), dir).await;
+    let items: Vec<Value> = (0..20).map(|_| sms_json("shutdown-dlr", "hi")).collect();
+    let ids: Vec<String> = items.iter().map(id_of).collect();
+    assert_eq!(hub.submit(&json!({ "communications": items })).await.0, 202);
+    hub.wait_for(&ids, &["sending"], Duration::from_secs(5))
+        .await;
+    let _dir = hub.stop().await;
+    let store = Store::connect(&format!("sqlite://{}", data.join("hub.db").display()), 1)
+        .await
+        .unwrap();
+    let rows = store.count_by_status(Some("shutdown-dlr")).await.unwrap();
+    assert_eq!(rows, [(Status::Delivered, 20)], "{:?}", mock.stats());
+}

@@ -818,6 +818,18 @@ async fn a_crash_then_a_database_restart_resends_at_most_what_the_dead_hub_held(
     let publisher = tokio::spawn(publish_resilient(amqp.clone(), items("crash", n), 3000.0));
     await_accepted(&mock, 400, &hub).await;
     let first_log = hub.kill_now();
+    // Issue 10, failure 7: the banner shows the broker's URL without its password.
+    let amqp_password = amqp
+        .split_once("://")
+        .and_then(|(_, rest)| rest.split_once('@'))
+        .and_then(|(creds, _)| creds.split_once(':'))
+        .map(|(_, pw)| pw.to_owned())
+        .unwrap();
+    assert!(
+        first_log.contains(":***@") && !first_log.contains(&format!(":{amqp_password}@")),
+        "the banner shows the queue URL's password:\n{}",
+        tail(&first_log, 30)
+    );
     let at_kill = mock.accepted_count();
     // What the dead hub held: claimed (sent or not) and not finished. Only these can go twice.
     let held = n_of(

@@ -3,11 +3,11 @@
 //! share of the results. Under load, many requests share one commit; alone, a request waits for
 //! no one.
 //!
-//! One item must not fail anybody else's: when a commit fails for a reason that retrying will
-//! not cure (the store refuses a value), the items are split in halves and written again, down to
-//! the single item that the store refuses, which alone is answered with an error. A passing
-//! outage (connection lost, deadlock, store restarting) fails the whole commit, and every caller
-//! retries it as before.
+//! One item must not fail anybody else's: when the store refuses a commit because of a value in
+//! it (a NUL byte, a value too long for an index: [`StoreError::is_item_specific`]), the items are
+//! split in halves and written again, down to the single item that the store refuses, which alone
+//! is answered with an error. Any other failure (connection lost, deadlock, store restarting, a
+//! database gone) fails the whole commit, and every caller retries it as before.
 
 use std::future::Future;
 
@@ -154,7 +154,7 @@ where
                     out[at + i] = Some(Ok(r));
                 }
             }
-            Err(e) if e.is_retryable() => {
+            Err(e) if !e.is_item_specific() => {
                 // Give every item back, in order: what was written stays written (the writes
                 // are idempotent), the rest waits for the retry.
                 let mut all: Vec<(usize, Vec<I>)> = todo;
@@ -190,11 +190,9 @@ mod tests {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
+    /// What the store says of a value it cannot bind.
     fn refused() -> StoreError {
-        StoreError::Corrupt {
-            id: "x".into(),
-            message: "refused".into(),
-        }
+        StoreError::Db(sqlx::Error::Encode("a value the store cannot hold".into()))
     }
 
     /// A store that refuses any batch holding a 0, and counts its commits.
@@ -253,6 +251,22 @@ mod tests {
                 assert_eq!(r.unwrap(), vec![(k + 1) * 10; 4]);
             }
         }
+    }
+
+    #[tokio::test]
+    async fn an_error_not_about_an_item_fails_the_commit_without_splitting() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let c = Arc::clone(&calls);
+        let b: Batcher<u32, u32> = Batcher::start(move |items: Vec<u32>| {
+            c.fetch_add(1, Ordering::SeqCst);
+            let e = StoreError::Corrupt {
+                id: "x".into(),
+                message: "not retryable, not about an item".into(),
+            };
+            async move { (items, Err(e)) }
+        });
+        assert!(b.call_each(vec![1, 2, 3, 4]).await.is_err());
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]

@@ -63,6 +63,34 @@ impl StoreError {
     }
 }
 
+impl StoreError {
+    /// Whether the store refused the statement because of a value in it (a NUL byte, a value
+    /// too long for an index, a constraint), so that the same statement without that item would
+    /// succeed. Only these make a batch worth splitting: an outage or a misconfiguration (a
+    /// database gone, a wrong password) fails every item alike and must fail the whole commit,
+    /// never reject the items one by one.
+    pub fn is_item_specific(&self) -> bool {
+        match self {
+            StoreError::Db(sqlx::Error::Encode(_)) => true,
+            StoreError::Db(e) => e.as_database_error().is_some_and(|d| {
+                let code = d.code();
+                let code = code.as_deref().unwrap_or("");
+                // PostgreSQL (Appendix A): 22 data exception (e.g. 22021 a NUL in text), 23
+                // integrity constraint violation, 54 program limit exceeded (index row size).
+                let pg = ["22", "23", "54"].iter().any(|p| code.starts_with(p)) && code.len() == 5;
+                // SQLite: primary result codes 18 TOOBIG, 19 CONSTRAINT, 20 MISMATCH, 25 RANGE
+                // (extended codes carry the primary one in their low byte).
+                let sqlite = code.len() < 5
+                    && code
+                        .parse::<u32>()
+                        .is_ok_and(|c| matches!(c & 0xff, 18 | 19 | 20 | 25));
+                pg || sqlite
+            }),
+            _ => false,
+        }
+    }
+}
+
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// Milliseconds since the epoch: the store's time unit.

@@ -754,3 +754,41 @@ async fn reports_for_sends_in_flight_at_shutdown_are_still_taken() {
     let rows = store.count_by_status(Some("shutdown-dlr")).await.unwrap();
     assert_eq!(rows, [(Status::Delivered, 20)], "{:?}", mock.stats());
 }
+
+/// Issue 10, failure 7: callers never see the database's own error text, only a generic message
+/// with an error id (the details go to the log); `/readyz` likewise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_errors_reach_callers_as_a_generic_message_with_an_error_id() {
+    use sqlx::Connection;
+    let mock = SmsMock::start(([127, 0, 0, 1], 0).into()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let pg = pg_database().await;
+    let name = pg.rsplit_once('/').unwrap().1.to_owned();
+    let hub = start_hub(
+        config_for(&mock, "kannel", dir.path(), |c| {
+            c.store.url = Some(pg.clone())
+        }),
+        dir,
+    )
+    .await;
+    // The database vanishes under the hub.
+    let mut admin = sqlx::PgConnection::connect(&pg_url()).await.unwrap();
+    sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let (status, body) = hub.submit(&sms_json("gone", "hi")).await;
+    assert_eq!(status, 503, "{body}");
+    let error = body["error"].as_str().unwrap();
+    assert!(error.contains("error id E-"), "{error}");
+    for leak in ["database", name.as_str(), "does not exist", "terminat"] {
+        assert!(!error.contains(leak), "{error}");
+    }
+    let r = hub.client.get(hub.url("/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    let v: Value = r.json().await.unwrap();
+    let store = v["store"].as_str().unwrap();
+    assert!(store.starts_with("unavailable (error id E-"), "{v}");
+    assert!(!v.to_string().contains(&name), "{v}");
+    hub.stop().await;
+}

@@ -36,7 +36,9 @@ use tracing::{debug, warn};
 
 use crate::Connector;
 use crate::json_http::{BuildError, Endpoint};
-use crate::outcome::{Outcome, answer_excerpt, classify_http_error, parse_retry_after};
+use crate::outcome::{
+    Outcome, answer_excerpt, classify_http_error, parse_retry_after, read_capped,
+};
 use crate::soap::{Body, FaultCode, Limits, SoapVersion, WsSecurity, envelope, parse_envelope};
 
 /// Everything a CRM connector needs; built by the hub from `channels.<id>`.
@@ -493,29 +495,39 @@ impl Sender {
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| parse_retry_after(v, chrono::Utc::now()));
-        let bytes = match response.bytes().await {
+        // No more than the envelope parser would take: a longer answer is not read further.
+        let body = match read_capped(response, Limits::DEFAULT.max_bytes).await {
             Ok(b) => b,
             Err(e) => return transport(&e),
+        };
+        let answer = || {
+            let mut a = answer_excerpt(status, &body.text());
+            if body.over_cap {
+                a.push_str(" [answer over the SOAP size limit, not read further]");
+            }
+            a
         };
         // A gateway in front of the CRM (the ESB) timed out or lost the backend's answer: the
         // CRM may have the bundle. Ask rather than resend.
         if status == 502 || status == 504 {
-            return Exchange::Lost(answer_excerpt(status, &String::from_utf8_lossy(&bytes)));
+            return Exchange::Lost(answer());
         }
-        match parse_envelope(&bytes, Limits::DEFAULT) {
+        // An answer over the cap is not parsed: it is classified like any answer that is not SOAP.
+        let parsed = if body.over_cap {
+            None
+        } else {
+            parse_envelope(&body.bytes, Limits::DEFAULT).ok()
+        };
+        match parsed {
             // A fault is a fault whatever the status (SOAP 1.1 sends it with 500, 1.2 with 400).
-            Ok(p) if matches!(p.body, Body::Fault(_)) || (200..300).contains(&status) => {
+            Some(p) if matches!(p.body, Body::Fault(_)) || (200..300).contains(&status) => {
                 Exchange::Answer(p.body)
             }
             _ if (200..300).contains(&status) => Exchange::Failed(Outcome::Unknown {
                 reason: "the CRM answered 2xx with something that is not a SOAP answer".into(),
-                answer: answer_excerpt(status, &String::from_utf8_lossy(&bytes)),
+                answer: answer(),
             }),
-            _ => Exchange::Failed(classify_http_error(
-                status,
-                retry_after,
-                answer_excerpt(status, &String::from_utf8_lossy(&bytes)),
-            )),
+            _ => Exchange::Failed(classify_http_error(status, retry_after, answer())),
         }
     }
 }

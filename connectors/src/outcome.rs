@@ -72,6 +72,53 @@ pub fn answer_excerpt(status: u16, body: &str) -> String {
     s
 }
 
+/// A channel's answer body, read no further than a cap.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CappedBody {
+    /// The body, or its first `cap` bytes when it is longer.
+    pub bytes: Vec<u8>,
+    /// The body went on past the cap: `bytes` is only its start and the rest was never read
+    /// (the connection is dropped rather than drained). Classify it as an answer that could not
+    /// be understood, whatever the start looks like.
+    pub over_cap: bool,
+}
+
+impl CappedBody {
+    /// The bytes as text, invalid UTF-8 replaced.
+    pub fn text(&self) -> std::borrow::Cow<'_, str> {
+        String::from_utf8_lossy(&self.bytes)
+    }
+}
+
+/// Reads the body of `response`, holding at most `cap` bytes: a channel (or whatever answers in
+/// its place) cannot make the hub buffer more than that per attempt, however long its answer.
+/// The start is kept for the attempt log's excerpt.
+///
+/// Every HTTP connector reads its answers through this, on a client built with
+/// `.redirect(reqwest::redirect::Policy::none())`: a redirect is classified like any other
+/// answer, never followed with the message and the credentials.
+pub async fn read_capped(
+    mut response: reqwest::Response,
+    cap: usize,
+) -> Result<CappedBody, reqwest::Error> {
+    let mut bytes = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        let room = cap - bytes.len();
+        if chunk.len() > room {
+            bytes.extend_from_slice(&chunk[..room]);
+            return Ok(CappedBody {
+                bytes,
+                over_cap: true,
+            });
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(CappedBody {
+        bytes,
+        over_cap: false,
+    })
+}
+
 /// Longest `Retry-After` honoured.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
 
@@ -204,7 +251,7 @@ pub struct Report {
 pub struct ReportError(pub String);
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -254,6 +301,82 @@ mod tests {
         assert!(a.starts_with("503: line1 line2"));
         assert!(!a.contains('\n'));
         assert!(a.chars().count() <= ANSWER_EXCERPT + 5);
+    }
+
+    /// A server on 127.0.0.1 answering every request with `status` and a body of `len` bytes of
+    /// `x`, written 64 KiB at a time until done or the client goes away; returns its URL and the
+    /// bytes of body it managed to write.
+    pub(crate) async fn long_answer(
+        status: u16,
+        len: usize,
+    ) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::Ordering;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        let written = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let w = std::sync::Arc::clone(&written);
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let w = std::sync::Arc::clone(&w);
+                tokio::spawn(async move {
+                    // The request: read until the end of the headers (the tests send no body).
+                    let mut req = Vec::new();
+                    let mut buf = [0_u8; 4096];
+                    while !req.windows(4).any(|x| x == b"\r\n\r\n") {
+                        match socket.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => req.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let head = format!(
+                        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {len}\r\n\r\n"
+                    );
+                    if socket.write_all(head.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    let block = vec![b'x'; 64 * 1024];
+                    let mut left = len;
+                    while left > 0 {
+                        let n = left.min(block.len());
+                        if socket.write_all(&block[..n]).await.is_err() {
+                            return;
+                        }
+                        w.fetch_add(n, Ordering::Relaxed);
+                        left -= n;
+                    }
+                });
+            }
+        });
+        (url, written)
+    }
+
+    #[tokio::test]
+    async fn an_answer_over_the_cap_is_read_no_further() {
+        use std::sync::atomic::Ordering;
+        const CAP: usize = 64 * 1024;
+        const LONG: usize = 10 * 1024 * 1024;
+        crate::install_crypto_provider();
+        let (url, written) = long_answer(200, LONG).await;
+        let client = reqwest::Client::new();
+        let body = read_capped(client.get(&url).send().await.unwrap(), CAP)
+            .await
+            .unwrap();
+        assert!(body.over_cap);
+        assert_eq!(body.bytes.len(), CAP, "holds the cap's worth, no more");
+        // The rest was never asked for: the server's writes stall, then fail, once the socket
+        // buffers are full.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let sent = written.load(Ordering::Relaxed);
+        assert!(sent < LONG, "the whole answer was read ({sent} bytes)");
+
+        // Exactly the cap: read whole.
+        let (url, _) = long_answer(200, CAP).await;
+        let body = read_capped(client.get(&url).send().await.unwrap(), CAP)
+            .await
+            .unwrap();
+        assert!(!body.over_cap);
+        assert_eq!(body.bytes.len(), CAP);
     }
 
     #[tokio::test]

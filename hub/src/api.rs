@@ -1,11 +1,13 @@
 //! The HTTP API (`/v1`), health, metrics and the ingest routes, as DESIGN.md lists them.
 
+use std::io;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderName, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -15,8 +17,15 @@ use clm_contracts::api::{
     CancelResponse, ChannelLimits, ChannelView, ChannelsResponse, ErrorBody, MAX_BATCH,
     SubmitResponse,
 };
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use serde::Deserialize;
-use tracing::{error, info, warn};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::sensitive_headers::SetSensitiveHeadersLayer;
+use tower_http::timeout::TimeoutLayer;
+use tracing::{debug, error, info, warn};
 
 use crate::state::Shared;
 
@@ -60,10 +69,64 @@ impl From<crate::store::StoreError> for ApiError {
     }
 }
 
-/// 1000 communications of a few KiB each, with room.
-const MAX_BODY: usize = 16 * 1024 * 1024;
+// The HTTP server's limits, in the order a request meets them (DESIGN.md, "Policy stack"):
+//
+// 1. hyper, per connection: the request line and headers must arrive within
+//    [`HEADER_READ_TIMEOUT`] (slowloris), counted from when the connection is ready for a request,
+//    so an idle keep-alive connection is closed after that long too.
+// 2. Headers named in [`SENSITIVE_HEADERS`] are marked sensitive, so no `Debug` of a request
+//    or response (a trace, a panic message) prints the credentials they carry.
+// 3. [`REQUEST_TIMEOUT`] around everything after: reading the body and the handler.
+// 4. The route's body limit: a `Content-Length` over it is answered 413 before anything else
+//    runs (authentication included), and a body without one is cut off at the limit as it is
+//    read. The limits are per route group, each sized to what its callers legitimately send.
+// 5. Authentication (the `/v1` bearer check, the ingest token or signature, SOAP callers), then
+//    the handler.
+
+/// `/v1`: 1000 communications of a few KiB each, with room.
+const API_MAX_BODY: usize = 16 * 1024 * 1024;
+
+/// `/ingest/{channel}`: one delivery report or webhook, a few hundred bytes; an e-mail relay's
+/// event a few KiB. A MiB is far more than any of them and still cheap to hold.
+const INGEST_MAX_BODY: usize = 1024 * 1024;
+
+/// What `/soap/{service}` accepts beyond `soap.max_bytes` before refusing at the door. Between
+/// the two the handler reads up to `soap.max_bytes` and answers a SOAP fault naming the limit
+/// (what a CRM's SOAP stack understands); beyond it the caller gets a bare 413 unread.
+const SOAP_BODY_SLACK: usize = 64 * 1024;
+
+/// Everything else (`/t`, `/u`, health, metrics): GETs and an unsubscribe form of a few fields.
+const SMALL_MAX_BODY: usize = 16 * 1024;
+
+/// The request line and headers must arrive within this long (slowloris); also how long an
+/// idle keep-alive connection is kept.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Longest a request may take from its headers to the answer (its body and the handler). Answered
+/// 503, like a store that did not answer in time, so that channels and API clients retry.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Headers carrying credentials: the API's bearer token, HTTP Basic of SOAP callers, the ingest
+/// token and signature, cookies.
+const SENSITIVE_HEADERS: [HeaderName; 6] = [
+    header::AUTHORIZATION,
+    header::PROXY_AUTHORIZATION,
+    header::COOKIE,
+    header::SET_COOKIE,
+    HeaderName::from_static("x-clm-token"),
+    HeaderName::from_static("x-clm-signature"),
+];
+
+/// A route group's body limit: tower-http's, with axum's own default (2 MiB on `Bytes`) off so
+/// that the group's limit is the only one.
+fn body_limit(router: Router<Arc<Shared>>, max: usize) -> Router<Arc<Shared>> {
+    router
+        .layer(DefaultBodyLimit::disable())
+        .layer(RequestBodyLimitLayer::new(max))
+}
 
 pub fn router(shared: Arc<Shared>) -> Router {
+    // `layer` after `route_layer`: the body limit runs before the bearer check.
     let v1 = Router::new()
         .route("/communications", post(submit))
         .route("/communications/{id}", get(view))
@@ -73,16 +136,16 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/channels/{id}/resume", post(resume))
         .route("/events", get(events))
         .route_layer(middleware::from_fn_with_state(Arc::clone(&shared), bearer));
-    Router::new()
-        .nest("/v1", v1)
-        .route(
-            "/ingest/{channel}",
-            get(crate::ingest::ingest).post(crate::ingest::ingest),
-        )
-        .route(
-            "/soap/{service}",
-            get(crate::soap::get).post(crate::soap::post),
-        )
+    let ingest = Router::new().route(
+        "/ingest/{channel}",
+        get(crate::ingest::ingest).post(crate::ingest::ingest),
+    );
+    let soap = Router::new().route(
+        "/soap/{service}",
+        get(crate::soap::get).post(crate::soap::post),
+    );
+    let soap_max = shared.config.soap.max_bytes.saturating_add(SOAP_BODY_SLACK);
+    let small = Router::new()
         .route("/t/o/{token}", get(crate::email::open))
         .route("/t/c/{token}", get(crate::email::click))
         .route(
@@ -91,9 +154,85 @@ pub fn router(shared: Arc<Shared>) -> Router {
         )
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .route("/metrics", get(metrics));
+    Router::new()
+        .nest("/v1", body_limit(v1, API_MAX_BODY))
+        .merge(body_limit(ingest, INGEST_MAX_BODY))
+        .merge(body_limit(soap, soap_max))
+        .merge(body_limit(small, SMALL_MAX_BODY))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            REQUEST_TIMEOUT,
+        ))
+        .layer(SetSensitiveHeadersLayer::new(SENSITIVE_HEADERS))
         .with_state(shared)
+}
+
+/// Serves `app` on `listener` until `stop` is cancelled, then stops taking connections and waits
+/// for the open ones to finish their requests (idle ones close at once).
+///
+/// Not `axum::serve`: it sets no header-read timeout, and a client that opens connections and
+/// sends its headers a byte at a time (or never) would hold each one for ever. This is the same
+/// loop on hyper's HTTP/1 connection with [`HEADER_READ_TIMEOUT`].
+pub async fn serve(listener: TcpListener, app: Router, stop: CancellationToken) -> io::Result<()> {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    // Every connection task holds a receiver; the loop waits for the last one to be dropped.
+    let (open_tx, open_rx) = tokio::sync::watch::channel(());
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    accept_error(e).await;
+                    continue;
+                }
+            },
+            () = stop.cancelled() => break,
+        };
+        if let Err(e) = stream.set_nodelay(true) {
+            debug!(%peer, error = %e, "could not set TCP_NODELAY");
+        }
+        let service = TowerToHyperService::new(app.clone());
+        let conn = http.serve_connection(TokioIo::new(stream), service);
+        let stop = stop.clone();
+        let open = open_rx.clone();
+        tokio::spawn(async move {
+            let mut conn = std::pin::pin!(conn);
+            let ended = tokio::select! {
+                ended = conn.as_mut() => ended,
+                () = stop.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            // A client that stalled past the header timeout or went away: its own business.
+            if let Err(e) = ended {
+                debug!(%peer, error = %e, "connection ended with an error");
+            }
+            drop(open);
+        });
+    }
+    drop(listener);
+    drop(open_rx);
+    open_tx.closed().await;
+    Ok(())
+}
+
+/// What `axum::serve` does with an accept error: the peer's own failures are skipped; anything
+/// else (out of file descriptors) is logged and the loop pauses a second so as not to spin.
+async fn accept_error(e: io::Error) {
+    if matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+    ) {
+        return;
+    }
+    error!(error = %e, "accept failed; pausing a second");
+    tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
 async fn bearer(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
@@ -197,7 +336,7 @@ fn channel_id(id: &str) -> Result<ChannelId, ApiError> {
 }
 
 async fn channels(State(shared): State<Arc<Shared>>) -> Result<Response, ApiError> {
-    let depth = shared.store.depth_by_channel().await?;
+    let depth = shared.depth.get(&shared.store).await?;
     let mut out = Vec::new();
     for id in ChannelId::ALL {
         let cfg = shared.config.channel(id);
@@ -345,7 +484,8 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
-    let depth = shared.store.depth_by_channel().await.unwrap_or_default();
+    // Cached: a scrape costs no count of the store's waiting rows (see `DepthCache`).
+    let depth = shared.depth.get(&shared.store).await.unwrap_or_default();
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         crate::metrics::render(&shared, &depth),

@@ -697,11 +697,8 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Hub>
     // flight at shutdown must find it open (it stops once their outcomes are written).
     let server_stop = CancellationToken::new();
     let server_stopper = server_stop.clone();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { server_stop.cancelled().await })
-            .await
-    });
+    // `api::serve`, not `axum::serve`: the header-read timeout (slowloris) needs hyper's builder.
+    let server = tokio::spawn(crate::api::serve(listener, app, server_stop));
 
     let token = shutdown.clone();
     let task = tokio::spawn(async move {

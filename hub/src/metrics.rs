@@ -2,11 +2,15 @@
 //! (`GET /metrics`, text format 0.0.4). No personal data: only channel ids and counts.
 
 use std::fmt::Write;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use clm_contracts::ChannelId;
+use tokio::time::Instant;
 
 use crate::state::Shared;
-use crate::store::ChannelDepth;
+use crate::store::{ChannelDepth, Store};
 
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -40,7 +44,67 @@ pub struct Metrics {
     pub dwh_lag_ms: AtomicU64,
 }
 
-pub fn render(shared: &Shared, depth: &[(clm_contracts::ChannelId, ChannelDepth)]) -> String {
+/// The queue depth per channel, as the store counted it last.
+pub type Depths = Arc<Vec<(ChannelId, ChannelDepth)>>;
+
+/// How old a depth count may be before a reader asks the store again. The count
+/// (`Store::depth_by_channel`) scans every waiting row; scraping `/metrics` or `GET /v1/channels`
+/// must not cost that per request.
+pub const DEPTH_MAX_AGE: Duration = Duration::from_secs(5);
+
+/// The last depth count, shared by `/metrics` and `GET /v1/channels`: at most one count every
+/// [`DEPTH_MAX_AGE`], one at a time. Readers arriving while a count runs get the previous one
+/// (or, before the first, wait for it).
+#[derive(Default)]
+pub struct DepthCache {
+    last: Mutex<Option<(Instant, Depths)>>,
+    /// Held while counting.
+    counting: tokio::sync::Mutex<()>,
+    /// Counts run (`clm_depth_refreshes_total`).
+    refreshes: AtomicU64,
+}
+
+impl DepthCache {
+    /// The depth per channel, at most [`DEPTH_MAX_AGE`] old (older only while the store does not
+    /// answer and a previous count exists).
+    pub async fn get(&self, store: &Store) -> crate::store::Result<Depths> {
+        if let Some(d) = self.fresh() {
+            return Ok(d);
+        }
+        let _counting = match self.counting.try_lock() {
+            Ok(guard) => guard,
+            Err(_) => {
+                // Another reader is counting: what there is will do.
+                if let Some((_, d)) = self.last.lock().expect("depth lock").as_ref() {
+                    return Ok(Arc::clone(d));
+                }
+                self.counting.lock().await
+            }
+        };
+        // It may have been counted while this reader waited.
+        if let Some(d) = self.fresh() {
+            return Ok(d);
+        }
+        self.refreshes.fetch_add(1, Ordering::Relaxed);
+        let depths: Depths = Arc::new(store.depth_by_channel().await?);
+        *self.last.lock().expect("depth lock") = Some((Instant::now(), Arc::clone(&depths)));
+        Ok(depths)
+    }
+
+    fn fresh(&self) -> Option<Depths> {
+        match self.last.lock().expect("depth lock").as_ref() {
+            Some((at, d)) if at.elapsed() < DEPTH_MAX_AGE => Some(Arc::clone(d)),
+            _ => None,
+        }
+    }
+
+    /// Counts run so far.
+    pub fn refreshes(&self) -> u64 {
+        self.refreshes.load(Ordering::Relaxed)
+    }
+}
+
+pub fn render(shared: &Shared, depth: &[(ChannelId, ChannelDepth)]) -> String {
     let m = &shared.metrics;
     let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
     let mut s = String::with_capacity(4096);
@@ -76,10 +140,7 @@ pub fn render(shared: &Shared, depth: &[(clm_contracts::ChannelId, ChannelDepth)
             ),
         ],
     );
-    if shared
-        .channels
-        .contains_key(&clm_contracts::ChannelId::Eissd)
-    {
+    if shared.channels.contains_key(&ChannelId::Eissd) {
         counter(
             "clm_dwh_rows_total",
             "EISSD response rows read from the DWH table, by outcome.",
@@ -221,15 +282,18 @@ pub fn render(shared: &Shared, depth: &[(clm_contracts::ChannelId, ChannelDepth)
     }
     let _ = writeln!(
         s,
-        "# HELP clm_queue_depth Communications waiting in the store.\n# TYPE clm_queue_depth gauge"
+        "# HELP clm_queue_depth Communications waiting in the store (counted at most every {} s: up to that much behind).\n# TYPE clm_queue_depth gauge",
+        DEPTH_MAX_AGE.as_secs()
     );
     for (id, d) in depth {
         let _ = writeln!(s, "clm_queue_depth{{channel=\"{id}\"}} {}", d.pending);
     }
-    if shared
-        .channels
-        .contains_key(&clm_contracts::ChannelId::Eissd)
-    {
+    let _ = writeln!(
+        s,
+        "# HELP clm_depth_refreshes_total Times the queue depth was counted in the store.\n# TYPE clm_depth_refreshes_total counter\nclm_depth_refreshes_total {}",
+        shared.depth.refreshes()
+    );
+    if shared.channels.contains_key(&ChannelId::Eissd) {
         let _ = writeln!(
             s,
             "# HELP clm_dwh_watermark_lag_ms How far the EISSD poller's persisted watermark is behind now.\n# TYPE clm_dwh_watermark_lag_ms gauge\nclm_dwh_watermark_lag_ms {}",

@@ -10,7 +10,7 @@ use crate::batcher::Batcher;
 use crate::config::Config;
 use crate::dispatcher::{Channel, Finisher};
 use crate::events::EventBus;
-use crate::metrics::Metrics;
+use crate::metrics::{DepthCache, Metrics};
 use crate::store::{IncomingResponse, InsertOutcome, NewCommunication, ResponseOutcome, Store};
 
 pub struct Shared {
@@ -25,6 +25,9 @@ pub struct Shared {
     pub ingest: Batcher<IncomingResponse, ResponseOutcome>,
     pub events: EventBus,
     pub metrics: Metrics,
+    /// The queue depth per channel, counted at most every few seconds (`/metrics`,
+    /// `GET /v1/channels`).
+    pub depth: DepthCache,
     /// Something was written to the outbox.
     pub outbox_wake: Arc<Notify>,
     /// The hub's own base URL as channels reach it.
@@ -78,6 +81,7 @@ impl Shared {
             ingest,
             events,
             metrics: Metrics::default(),
+            depth: DepthCache::default(),
             outbox_wake,
             public_url,
             coord,

@@ -7,7 +7,8 @@
 //!   plus the certificates of `ca_file`, and a client certificate for mutual TLS when configured.
 //! - Answer: 2xx is sent (the channel's id, when its answer is readable, becomes the external id);
 //!   anything else goes through the shared [`classify_http_error`], with the error body's
-//!   `error: message` as the recorded answer.
+//!   `error: message` as the recorded answer. At most 64 KiB of an answer is read; a longer one
+//!   is not read further and counts as unreadable (no redirect is followed either).
 //! - Responses: [`parse_webhook`] for Wink and ELK webhooks, [`row_report`] for EISSD's DWH rows.
 //!
 //! No answer, reason or error ever carries the request URL or a credential.
@@ -30,7 +31,8 @@ use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderName, HeaderValue};
 
 use crate::Connector;
 use crate::outcome::{
-    Outcome, answer_excerpt, classify_http_error, classify_transport_error, parse_retry_after,
+    CappedBody, Outcome, answer_excerpt, classify_http_error, classify_transport_error,
+    parse_retry_after, read_capped,
 };
 
 pub use webhook::{parse_webhook, row_report};
@@ -138,7 +140,8 @@ pub fn auth_header_of(
     client::auth_header(&endpoint.auth).ok().flatten()
 }
 
-/// Most bytes of a channel's answer read; the rest is dropped (the answers are small JSON).
+/// Most bytes of a channel's answer read (the answers are small JSON); a longer one is not read
+/// further and counts as an answer that could not be understood.
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
 
 /// The connector of one HTTP JSON channel.
@@ -252,22 +255,9 @@ impl Connector for JsonHttpConnector {
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| parse_retry_after(v, Utc::now()));
-        let body = read_body(response).await;
+        let body = read_capped(response, MAX_ANSWER_BYTES).await;
         classify(self.channel, status, retry_after, body)
     }
-}
-
-/// The answer body, at most [`MAX_ANSWER_BYTES`], lossily decoded.
-async fn read_body(mut response: reqwest::Response) -> Result<String, reqwest::Error> {
-    let mut buf = Vec::new();
-    while let Some(chunk) = response.chunk().await? {
-        let room = MAX_ANSWER_BYTES - buf.len();
-        buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        if buf.len() >= MAX_ANSWER_BYTES {
-            break;
-        }
-    }
-    Ok(String::from_utf8_lossy(&buf).into_owned())
 }
 
 /// Classifies one HTTP answer of `channel`. `body` is the answer body or the error reading it.
@@ -275,10 +265,25 @@ fn classify(
     channel: ChannelId,
     status: u16,
     retry_after: Option<Duration>,
-    body: Result<String, reqwest::Error>,
+    body: Result<CappedBody, reqwest::Error>,
 ) -> Outcome {
     let body = match body {
-        Ok(b) => b,
+        Ok(b) if b.over_cap => {
+            // Not a small JSON answer: garbage, whatever its start says (it is not parsed).
+            let mut answer = answer_excerpt(status, &b.text());
+            answer.push_str(&format!(
+                " [unreadable answer: longer than {} KiB, not read further]",
+                MAX_ANSWER_BYTES / 1024
+            ));
+            if (200..300).contains(&status) {
+                return Outcome::Sent {
+                    external_id: None,
+                    answer,
+                };
+            }
+            return classify_http_error(status, retry_after, answer);
+        }
+        Ok(b) => b.text().into_owned(),
         Err(e) => {
             // The status line arrived: the channel has spoken, whatever happened to the body. A
             // 2xx means it has the message (resending would duplicate it).

@@ -373,6 +373,41 @@ async fn a_2xx_with_an_unreadable_answer_is_still_sent() {
 }
 
 #[tokio::test]
+async fn an_answer_over_64_kib_is_unreadable_and_not_read_further() {
+    use std::sync::atomic::Ordering;
+    const LONG: usize = 10 * 1024 * 1024;
+    for status in [200, 503] {
+        let (url, written) = crate::outcome::tests::long_answer(status, LONG).await;
+        let connector = JsonHttpConnector::new(
+            ChannelId::Wink,
+            endpoint(url.trim_end_matches('/'), bearer()),
+        )
+        .unwrap();
+        let outcome = connector.send(&comm(ChannelId::Wink)).await;
+        match (status, &outcome) {
+            (
+                200,
+                Outcome::Sent {
+                    external_id: None,
+                    answer,
+                },
+            )
+            | (503, Outcome::Retry { answer, .. }) => {
+                assert!(answer.contains("longer than 64 KiB"), "{answer}");
+                assert!(answer.len() < 300, "an excerpt, not the answer: {answer}");
+            }
+            _ => panic!("{status}: {outcome:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let sent = written.load(Ordering::Relaxed);
+        assert!(
+            sent < LONG,
+            "{status}: the whole answer was read ({sent} bytes)"
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_429_throttles_and_honours_retry_after() {
     let (outcome, _) = send_to(
         ChannelId::Wink,

@@ -9,6 +9,8 @@
 //! - `email`: e-mail end to end on the embedded default (bundled SMTP mock, tracking, suppression).
 //! - `http_channels`: wink, elk and eissd end to end on the embedded default (bundled mocks).
 //! - `dwh`: the EISSD DWH poller against a real PostgreSQL table, across restarts and instances.
+//! - `limits`: the HTTP server's limits: body sizes before authentication, header and request
+//!   timeouts, deeply nested JSON, `/metrics` without a store count per scrape.
 //! - `soap`: the SOAP response service (`/soap/responses`): the WSDL's samples, envelope variants
 //!   and attacks, callers, the served WSDL, and Python zeep as a client (`CLM_TEST_PYTHON`).
 
@@ -23,6 +25,7 @@ mod faults;
 mod harness;
 mod http_channels;
 mod instances;
+mod limits;
 mod restarts;
 mod soap;
 mod store;

@@ -271,10 +271,14 @@ impl Lease {
         }
     }
 
-    /// Whether `c` may be sent now on this claim.
-    fn covers(&self, c: &Claimed) -> bool {
-        let left = (self.until - Utc::now()).to_std().unwrap_or_default();
-        left > self.needed && self.held.as_ref().is_none_or(|h| h.contains(&c.comm.id))
+    /// Whether the lease still has room for a whole attempt.
+    fn long_enough(&self) -> bool {
+        (self.until - Utc::now()).to_std().unwrap_or_default() > self.needed
+    }
+
+    /// Whether the claim still held `c` at the last renewal.
+    fn holds(&self, c: &Claimed) -> bool {
+        self.held.as_ref().is_none_or(|h| h.contains(&c.comm.id))
     }
 
     /// Waits for `fut`, renewing the lease whenever it gets short meanwhile.
@@ -345,12 +349,12 @@ pub async fn dispatch_batch(
         // The lease must cover the whole attempt, and the item must still be this claim's: a
         // claim that ran out may have been reaped and claimed again, and sending on it would
         // send the communication twice.
-        if !lease.covers(&c) {
+        if !lease.long_enough() {
             lease.renew(shared).await;
-            if !lease.covers(&c) {
-                debug!(communication_id = %c.comm.id, "not sent: its claim's lease ran out; the reaper reschedules it");
-                continue;
-            }
+        }
+        if !lease.long_enough() || !lease.holds(&c) {
+            debug!(communication_id = %c.comm.id, "not sent: its claim's lease ran out; the reaper or its new claim has it");
+            continue;
         }
         // 6. circuit breaker
         let probe = match ch.breaker.admit(Instant::now()) {

@@ -96,6 +96,28 @@ if [[ ! -x /usr/sbin/smtp-sink ]]; then
     fi
 fi
 
+# Kannel (Debian's kannel and kannel-extras): bearerbox, smsbox and the fakesmsc
+# test SMSC run on loopback in hub/tests/it/kannel.rs, which fails (never skips)
+# without them. Nothing is started here; the tests start their own on free ports.
+KANNEL_BINS=(/usr/sbin/bearerbox /usr/sbin/smsbox /usr/lib/kannel/test/fakesmsc)
+has_kannel() { local b; for b in "${KANNEL_BINS[@]}"; do [[ -x "$b" ]] || return 1; done; }
+if ! has_kannel; then
+    if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+        say "Kannel not found: installing kannel kannel-extras (apt-get)"
+        if DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends kannel kannel-extras >/dev/null &&
+            has_kannel; then
+            say "ok: Kannel $(dpkg-query -W -f='${Version}' kannel 2>/dev/null)"
+        else
+            say "FAILED: apt-get install kannel kannel-extras; hub/tests/it/kannel.rs will fail"
+            failed+=("installing kannel, kannel-extras")
+        fi
+    else
+        say "FAILED: Kannel (${KANNEL_BINS[*]}) not found and installing it needs root and apt-get: apt-get install kannel kannel-extras; hub/tests/it/kannel.rs will fail"
+        failed+=("Kannel missing (kannel, kannel-extras)")
+    fi
+fi
+
 # Python zeep, a real third-party SOAP client, calls the hub's SOAP response
 # service in hub/tests/it/soap.rs, which runs $CLM_TEST_PYTHON and fails (never
 # skips) without it. A venv in target/test-python, made once and reused while

@@ -56,13 +56,28 @@ pub fn query(
         }
     }
     if let Some(route) = dlr_route {
-        push(&mut q, k::DLR_MASK, config.dlr_mask.to_string().as_bytes());
+        push(
+            &mut q,
+            k::DLR_MASK,
+            dlr_mask(config.dlr_mask).to_string().as_bytes(),
+        );
         push(&mut q, k::DLR_URL, route.as_bytes());
     }
     if let Some(minutes) = super::validity_minutes(comm, now) {
         push(&mut q, k::VALIDITY, minutes.to_string().as_bytes());
     }
     q
+}
+
+/// The `dlr-mask` sent: the configured one, plus 8 ("delivered to SMSC") whenever a final report
+/// is asked for, because Kannel's type-8 report is how the hub recognises its one report for a
+/// whole multi-part message (see [`super::parts`]).
+pub fn dlr_mask(configured: u32) -> u32 {
+    if configured & (k::DLR_DELIVERED | k::DLR_UNDELIVERED) != 0 {
+        configured | k::DLR_DELIVERED_TO_SMSC
+    } else {
+        configured
+    }
 }
 
 pub fn request(
@@ -91,7 +106,10 @@ pub fn classify(status: u16, retry_after: Option<Duration>, body: &str) -> Outco
 }
 
 /// One `dlr-url` call: the query parameters the hub put there (`id`, `type`, `answer`,
-/// `smsc_id`, `ts`) as Kannel filled them in. One report per SMS part.
+/// `smsc_id`, `ts`) as Kannel filled them in. Kannel reports once per message for a text it
+/// split itself (on the first part), some SMSCs once per part; a report that carries an SMSC id
+/// (`%F`) names that part, one without speaks for the whole message. How the reports of a
+/// multi-part message add up is [`super::parts`].
 pub fn parse_report(params: &[(String, String)]) -> Result<Report, ReportError> {
     let get = |key: &str| {
         params
@@ -122,7 +140,7 @@ pub fn parse_report(params: &[(String, String)]) -> Result<Report, ReportError> 
         .filter(|s| !s.is_empty() && !s.starts_with('%'))
         .map(|s| s.split(" text:").next().unwrap_or_default().trim());
     // Each part has its own SMSC id; without one, the report type is all that tells reports apart.
-    let dedupe_key = format!("{}:{}", kind.as_str(), smsc_id.unwrap_or("-"));
+    let dedupe_key = super::parts::dedupe_key(kind, smsc_id);
     Ok(Report {
         reference: ReportRef::Ours(id),
         kind,
@@ -196,6 +214,7 @@ mod tests {
         assert_eq!(get("charset"), b"UTF-16BE");
         assert_eq!(get("password"), b"p&w");
         assert_eq!(get("dlr-url"), b"http://hub/ingest/sms?id=x&type=%d");
+        assert_eq!(get("dlr-mask"), b"31");
         assert_eq!(get("validity"), b"90");
     }
 
@@ -212,6 +231,14 @@ mod tests {
         assert_eq!(get("text"), b"Hello {world}");
         assert_eq!(get("coding"), b"0");
         assert!(!q.contains("dlr-url"));
+    }
+
+    #[test]
+    fn the_dlr_mask_always_asks_for_delivered_to_smsc() {
+        assert_eq!(dlr_mask(31), 31);
+        assert_eq!(dlr_mask(1), 9);
+        assert_eq!(dlr_mask(3), 11);
+        assert_eq!(dlr_mask(16), 16);
     }
 
     #[test]

@@ -9,6 +9,7 @@
 
 pub mod json;
 pub mod kannel;
+pub mod parts;
 
 use std::time::Duration;
 
@@ -58,6 +59,9 @@ impl std::fmt::Debug for SmsConfig {
     }
 }
 
+/// Most of a gateway's answer that is read.
+const MAX_ANSWER_BYTES: usize = 64 * 1024;
+
 pub struct SmsConnector {
     config: SmsConfig,
     client: reqwest::Client,
@@ -71,6 +75,9 @@ impl SmsConnector {
             .pool_max_idle_per_host(config.pool_size)
             .pool_idle_timeout(Duration::from_secs(60))
             .tcp_nodelay(true)
+            // A gateway that redirects is misconfigured, and following it would resend the
+            // message (with its credentials) somewhere else.
+            .redirect(reqwest::redirect::Policy::none())
             .build()?;
         Ok(SmsConnector { config, client })
     }
@@ -132,8 +139,15 @@ impl Connector for SmsConnector {
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| crate::outcome::parse_retry_after(v, now));
-        let body = match response.text().await {
-            Ok(b) => b,
+        // Kannel answers `0: Accepted for delivery`, the JSON dialect a small object: more is
+        // not read, and an answer over the cap is never parsed.
+        let body = match crate::outcome::read_capped(response, MAX_ANSWER_BYTES).await {
+            Ok(b) if b.over_cap => format!(
+                "[answer over {} KiB, not read further] {}",
+                MAX_ANSWER_BYTES / 1024,
+                crate::outcome::answer_excerpt(status, &b.text())
+            ),
+            Ok(b) => b.text().into_owned(),
             // The gateway said 2xx: it has the message, whatever happened to the body.
             Err(_) if (200..300).contains(&status) => String::new(),
             Err(e) => return classify_transport_error(&e),

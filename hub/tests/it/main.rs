@@ -25,6 +25,7 @@ mod faults;
 mod harness;
 mod http_channels;
 mod instances;
+mod kannel;
 mod limits;
 mod restarts;
 mod soap;

@@ -216,7 +216,8 @@ pub async fn ingest(
             .metrics
             .ingest_malformed
             .fetch_add(1, Ordering::Relaxed);
-        return error(StatusCode::BAD_REQUEST, e.to_string());
+        let field = reported_field(channel, e.field);
+        return error(StatusCode::BAD_REQUEST, format!("{field}: {}", e.message));
     }
     let outcome = match shared.ingest.call_each(vec![incoming]).await {
         Ok(mut v) => match v.pop() {
@@ -378,6 +379,19 @@ async fn ingest_email(shared: &Shared, body: &[u8]) -> Response {
             StatusCode::SERVICE_UNAVAILABLE,
             format!("store unavailable: {e}"),
         ),
+    }
+}
+
+/// The name the channel's own report uses for a field of [`IncomingResponse::check`].
+fn reported_field(channel: ChannelId, field: &'static str) -> &'static str {
+    match (channel, field) {
+        (ChannelId::Sms, "report id") => "smsc_id (or message_id)",
+        (ChannelId::Sms, "detail") => "answer",
+        (ChannelId::Sms, "message id") => "message_id",
+        (ChannelId::Wink | ChannelId::Elk, "report id") => "event_id",
+        (ChannelId::Wink, "detail") => "wink_id",
+        (ChannelId::Elk, "detail") => "elk_id",
+        (_, other) => other,
     }
 }
 

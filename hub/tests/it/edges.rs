@@ -249,8 +249,8 @@ async fn a_nul_in_a_delivery_report_is_refused_with_its_field() {
     )
     .await;
     for (query, field) in [
-        (format!("id={id}&type=1&smsc_id=ab%00cd"), "report id"),
-        (format!("id={id}&type=1&answer=id%3A1%00"), "detail"),
+        (format!("id={id}&type=1&smsc_id=ab%00cd"), "smsc_id"),
+        (format!("id={id}&type=1&answer=id%3A1%00"), "answer"),
     ] {
         let r = hub
             .client

@@ -448,6 +448,27 @@ async fn relay_events_are_authenticated_recorded_once_and_suppress_on_complaint(
         let v: Value = r.json().await.unwrap();
         assert_eq!(v["outcome"], "duplicate", "{kind}");
     }
+    // Issue 10: U+0000 in a field is refused with the field named; nothing is recorded.
+    for (eid, extra, field) in [
+        ("e-\u{0}", json!({}), "event_id"),
+        ("e-6", json!({"url": "https://rt.example/\u{0}"}), "url"),
+        (
+            "e-7",
+            json!({"bounce": {"type": "hard", "diagnostic": "550 5.1.1 \u{0}"}}),
+            "bounce.diagnostic",
+        ),
+    ] {
+        let kind = if field == "bounce.diagnostic" {
+            "bounced"
+        } else {
+            "clicked"
+        };
+        let body = event(eid, kind, extra);
+        let r = post(body.clone(), Some(sign(&body))).await.unwrap();
+        assert_eq!(r.status(), 400, "{field}");
+        let v: Value = r.json().await.unwrap();
+        assert!(v["error"].as_str().unwrap().starts_with(field), "{v}");
+    }
     // Unsigned, wrongly signed, malformed, unknown message.
     let body = event("e-5", "opened", json!({}));
     assert_eq!(post(body.clone(), None).await.unwrap().status(), 401);

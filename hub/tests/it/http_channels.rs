@@ -393,6 +393,42 @@ async fn webhooks_are_checked(channel: ChannelId) {
         4
     );
 
+    // Issue 10: U+0000 (or a lone surrogate) in a field is refused with the field named, and
+    // nothing is recorded; the same webhook without it goes in.
+    let mut poisoned = webhook(channel, &id, "ev-\u{0}-nul", DELIVERED);
+    let body = serde_json::to_vec(&poisoned).unwrap();
+    let (code, v) = post(&hub, &path, &body, Some(&sign(secret, &body))).await;
+    assert_eq!(code, 400, "{v}");
+    assert!(v["error"].as_str().unwrap().starts_with("event_id"), "{v}");
+    let surrogate = String::from_utf8(body.clone())
+        .unwrap()
+        .replace("\\u0000", "\\ud800");
+    assert_ne!(
+        surrogate.as_bytes(),
+        body.as_slice(),
+        "the NUL is escaped in the JSON"
+    );
+    let (code, v) = post(
+        &hub,
+        &path,
+        surrogate.as_bytes(),
+        Some(&sign(secret, surrogate.as_bytes())),
+    )
+    .await;
+    assert_eq!(code, 400, "{v}");
+    poisoned["event_id"] = "ev-clean".into();
+    let body = serde_json::to_vec(&poisoned).unwrap();
+    let (code, v) = post(&hub, &path, &body, Some(&sign(secret, &body))).await;
+    assert_eq!(
+        (code, v["outcome"].as_str()),
+        (200, Some("recorded")),
+        "{v}"
+    );
+    assert_eq!(
+        hub.view(&id).await["responses"].as_array().unwrap().len(),
+        5
+    );
+
     // Malformed: not JSON, a misspelt field, an unknown kind, empty.
     for (bad, what) in [
         (b"{not json".to_vec(), "not JSON"),
@@ -432,14 +468,15 @@ async fn webhooks_are_checked(channel: ChannelId) {
     let metrics = hub.metrics_text().await;
     for line in [
         "clm_ingest_total{outcome=\"unauthorized\"} 3",
-        "clm_ingest_total{outcome=\"malformed\"} 4",
+        // The four malformed above, and the NUL and the lone surrogate.
+        "clm_ingest_total{outcome=\"malformed\"} 6",
         "clm_ingest_total{outcome=\"unknown_communication\"} 1",
     ] {
         assert!(metrics.contains(line), "{line} in\n{metrics}");
     }
     assert_eq!(
         hub.view(&id).await["responses"].as_array().unwrap().len(),
-        4
+        5
     );
     hub.stop().await;
 }

@@ -698,6 +698,26 @@ impl Config {
             fig = fig.merge(Serialized::default("sandbox", false));
             fig = fig.merge(Toml::file_exact(path));
         }
+        Self::extract(fig, env)
+    }
+
+    /// As [`Config::load`] with a file holding `toml`, without touching the file system (the
+    /// fuzz target `hub_config` and tests).
+    pub fn from_toml_str(
+        toml: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let fig = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Serialized::default("sandbox", false))
+            .merge(Toml::string(toml));
+        Self::extract(fig, env)
+    }
+
+    /// The `CLM_HUB__…` variables of `env` over `fig`, extracted and validated.
+    fn extract(
+        fig: Figment,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
         let vars: Vec<(String, String)> = env
             .into_iter()
             .filter(|(k, _)| k.starts_with("CLM_HUB__"))

@@ -111,6 +111,23 @@ fn read(bytes: &[u8], limits: Limits, stop_at_body: bool) -> Result<(Node, bool)
                 return Err(SoapError::NotXml(format!("{} at byte {at}", describe(&e))));
             }
         };
+        // The reader passes characters XML 1.0 excludes (U+0000, other C0 controls, U+FFFE,
+        // U+FFFF) through; a document with one is not well-formed, and values holding one could
+        // not be written back. Checked per event, so that nothing after a `Body` the head stops
+        // at is looked at.
+        let raw: &str = match &event {
+            Event::Start(e) | Event::Empty(e) => e,
+            Event::Text(e) => e,
+            Event::CData(e) => e,
+            Event::Comment(e) => e,
+            _ => "",
+        };
+        if !raw.chars().all(is_xml_char) {
+            let at = reader.buffer_position();
+            return Err(SoapError::NotXml(format!(
+                "character not allowed in XML before byte {at}"
+            )));
+        }
         match event {
             Event::Decl(decl) => {
                 if let Some(enc) = decl.encoding() {
@@ -361,6 +378,10 @@ fn open(
         let value = attr
             .normalized_value(XmlVersion::Implicit1_0)
             .map_err(|_| SoapError::NotXml("bad attribute value".into()))?;
+        // A character reference to a character XML excludes (`&#0;`), as in text.
+        if !value.chars().all(is_xml_char) {
+            return Err(SoapError::NotXml("bad character reference".into()));
+        }
         let ns = scopes.name_ns(attr.key, false)?;
         attrs.push(Attr {
             ns,

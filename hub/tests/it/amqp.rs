@@ -61,6 +61,40 @@ async fn tap(ch: &Channel, exchange: &str, key: &str) -> lapin::Consumer {
     .unwrap()
 }
 
+/// A consumer of the hub's reject queue.
+pub(crate) async fn rejects(ch: &Channel) -> lapin::Consumer {
+    ch.basic_consume(
+        clm_hub::amqp::REJECTED_QUEUE.into(),
+        "".into(),
+        BasicConsumeOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap()
+}
+
+/// The next reject (within 20 s), acked: its reason header and its body.
+pub(crate) async fn next_reject(rejected: &mut lapin::Consumer) -> (String, Value) {
+    let d = tokio::time::timeout(Duration::from_secs(20), rejected.next())
+        .await
+        .expect("a reject within 20 s")
+        .unwrap()
+        .unwrap();
+    d.acker.ack(BasicAckOptions::default()).await.unwrap();
+    let header = match d
+        .properties
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get(clm_hub::amqp::REJECT_REASON_HEADER).cloned())
+    {
+        Some(lapin::types::AMQPValue::LongString(s)) => {
+            String::from_utf8_lossy(s.as_bytes()).into_owned()
+        }
+        other => panic!("reason header: {other:?}"),
+    };
+    (header, serde_json::from_slice(&d.data).unwrap())
+}
+
 pub(crate) async fn amqp_hub(mock: &SmsMock, vhost: &str) -> TestHub {
     let dir = tempfile::tempdir().unwrap();
     let pg = pg_database().await;
@@ -179,15 +213,7 @@ async fn invalid_messages_land_on_the_reject_queue_with_their_reasons() {
     let vhost = amqp_vhost();
     let mock = SmsMock::start(([127, 0, 0, 1], 0).into()).await.unwrap();
     let (_conn, ch) = broker(&vhost).await;
-    let mut rejected = ch
-        .basic_consume(
-            clm_hub::amqp::REJECTED_QUEUE.into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let mut rejected = rejects(&ch).await;
     let hub = amqp_hub(&mock, &vhost).await;
 
     let good = sms_json("amqp-rej", "fine");
@@ -210,24 +236,7 @@ async fn invalid_messages_land_on_the_reject_queue_with_their_reasons() {
 
     let mut reasons = Vec::new();
     for _ in 0..4 {
-        let d = tokio::time::timeout(Duration::from_secs(20), rejected.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        d.acker.ack(BasicAckOptions::default()).await.unwrap();
-        let header = match d
-            .properties
-            .headers()
-            .as_ref()
-            .and_then(|h| h.inner().get(clm_hub::amqp::REJECT_REASON_HEADER).cloned())
-        {
-            Some(lapin::types::AMQPValue::LongString(s)) => {
-                String::from_utf8_lossy(s.as_bytes()).into_owned()
-            }
-            other => panic!("reason header: {other:?}"),
-        };
-        let body: Value = serde_json::from_slice(&d.data).unwrap();
+        let (header, body) = next_reject(&mut rejected).await;
         let reason = body["reason"].as_str().unwrap().to_owned();
         assert_eq!(header, reason);
         assert!(body["original"].is_string());

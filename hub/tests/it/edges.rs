@@ -8,13 +8,11 @@ use std::time::Duration;
 use clm_contracts::{ChannelId, Classification, ResponseKind, Status};
 use clm_hub::store::{AttemptRow, Correlation, Finish, IncomingResponse, Store};
 use clm_mocks::SmsMock;
-use futures_util::StreamExt;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions};
 use lapin::types::FieldTable;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::amqp::{amqp_hub, broker};
+use crate::amqp::{amqp_hub, broker, next_reject, rejects};
 use crate::harness::*;
 
 fn id_of(v: &Value) -> String {
@@ -138,15 +136,7 @@ async fn a_poisoned_amqp_message_is_rejected_and_the_rest_are_sent() {
     let vhost = amqp_vhost();
     let mock = SmsMock::start(([127, 0, 0, 1], 0).into()).await.unwrap();
     let (_conn, ch) = broker(&vhost).await;
-    let mut rejected = ch
-        .basic_consume(
-            clm_hub::amqp::REJECTED_QUEUE.into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let mut rejected = rejects(&ch).await;
     let campaign = format!("amqp-poison-{}", Uuid::new_v4().simple());
     let mut poisoned = sms_json(&campaign, "x");
     poisoned["customer_id"] = json!("cust\u{0}1");
@@ -192,14 +182,8 @@ async fn a_poisoned_amqp_message_is_rejected_and_the_rest_are_sent() {
         .await;
     let mut reasons = Vec::new();
     for _ in 0..2 {
-        let d = tokio::time::timeout(Duration::from_secs(10), rejected.next())
-            .await
-            .expect("a reject")
-            .unwrap()
-            .unwrap();
-        d.acker.ack(BasicAckOptions::default()).await.unwrap();
-        let body: Value = serde_json::from_slice(&d.data).unwrap();
-        reasons.push(body["reason"].as_str().unwrap().to_owned());
+        let (reason, _) = next_reject(&mut rejected).await;
+        reasons.push(reason);
     }
     reasons.sort();
     assert!(
@@ -499,15 +483,7 @@ async fn a_message_redelivered_too_often_is_dead_lettered_with_its_reason() {
     let vhost = amqp_vhost();
     let mock = SmsMock::start(([127, 0, 0, 1], 0).into()).await.unwrap();
     let (_conn, ch) = broker(&vhost).await;
-    let mut rejected = ch
-        .basic_consume(
-            clm_hub::amqp::REJECTED_QUEUE.into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let mut rejected = rejects(&ch).await;
     let hub = amqp_hub(&mock, &vhost).await;
     let worn = sms_json("worn", "x");
     let fresh = sms_json("worn", "y");
@@ -535,20 +511,8 @@ async fn a_message_redelivered_too_often_is_dead_lettered_with_its_reason() {
         .await
         .unwrap();
     }
-    let d = tokio::time::timeout(Duration::from_secs(10), rejected.next())
-        .await
-        .expect("a reject")
-        .unwrap()
-        .unwrap();
-    d.acker.ack(BasicAckOptions::default()).await.unwrap();
-    let body: Value = serde_json::from_slice(&d.data).unwrap();
-    assert!(
-        body["reason"]
-            .as_str()
-            .unwrap()
-            .contains("delivered 19 times"),
-        "{body}"
-    );
+    let (reason, _) = next_reject(&mut rejected).await;
+    assert!(reason.contains("delivered 19 times"), "{reason}");
     hub.wait_for(&[id_of(&fresh)], &["delivered"], Duration::from_secs(10))
         .await;
     hub.stop().await;

@@ -28,7 +28,7 @@ use clm_contracts::ChannelId;
 use clm_contracts::soap::codec::{
     Body, FaultCode, Limits, Parsed, Prelude, envelope, parse_envelope, parse_prelude,
 };
-use clm_hub::store::{Correlation, IncomingResponse, MAX_DETAIL_LEN};
+use clm_hub::store::{IncomingResponse, MAX_DETAIL_LEN};
 
 /// A fuzz target: the raw input in, a panic for a finding.
 pub type Target = fn(&[u8]);
@@ -213,18 +213,7 @@ pub fn webhook_email(data: &[u8]) {
 
 /// A report as the hub stores it (`IncomingResponse::check`): keys storable, the detail cut.
 fn stored(channel: ChannelId, report: Report) {
-    let mut incoming = IncomingResponse {
-        channel,
-        correlation: match &report.reference {
-            ReportRef::Ours(id) => Correlation::Id(*id),
-            ReportRef::External(x) => Correlation::External(x.clone()),
-        },
-        kind: report.kind,
-        occurred_at: report.occurred_at,
-        detail: report.detail,
-        dedupe_key: report.dedupe_key,
-        whole_message: report.whole_message,
-    };
+    let mut incoming = IncomingResponse::from_report(channel, report);
     if incoming.check().is_ok() {
         assert!(!incoming.dedupe_key.contains('\0'));
         if let Some(d) = &incoming.detail {

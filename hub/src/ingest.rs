@@ -17,7 +17,6 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use clm_connectors::Report;
-use clm_connectors::outcome::ReportRef;
 use clm_connectors::sms::{json as sms_json, kannel};
 use clm_contracts::ChannelId;
 use clm_contracts::api::ErrorBody;
@@ -27,7 +26,7 @@ use std::sync::Arc;
 
 use crate::config::IngestAuthConfig;
 use crate::state::Shared;
-use crate::store::{Correlation, IncomingResponse, ResponseOutcome};
+use crate::store::{IncomingResponse, ResponseOutcome};
 
 fn error(status: StatusCode, msg: impl Into<String>) -> Response {
     (status, Json(ErrorBody { error: msg.into() })).into_response()
@@ -199,18 +198,7 @@ pub async fn ingest(
             return error(StatusCode::BAD_REQUEST, msg);
         }
     };
-    let mut incoming = IncomingResponse {
-        channel,
-        correlation: match &report.reference {
-            ReportRef::Ours(id) => Correlation::Id(*id),
-            ReportRef::External(x) => Correlation::External(x.clone()),
-        },
-        kind: report.kind,
-        occurred_at: report.occurred_at,
-        detail: report.detail,
-        dedupe_key: report.dedupe_key,
-        whole_message: report.whole_message,
-    };
+    let mut incoming = IncomingResponse::from_report(channel, report);
     if let Err(e) = incoming.check() {
         shared
             .metrics

@@ -193,6 +193,23 @@ pub const MAX_REFERENCE_LEN: usize = 512;
 pub const MAX_DETAIL_LEN: usize = 2048;
 
 impl IncomingResponse {
+    /// A channel's parsed report, as the store takes it.
+    pub fn from_report(channel: ChannelId, report: clm_connectors::Report) -> IncomingResponse {
+        use clm_connectors::outcome::ReportRef;
+        IncomingResponse {
+            channel,
+            correlation: match report.reference {
+                ReportRef::Ours(id) => Correlation::Id(id),
+                ReportRef::External(x) => Correlation::External(x),
+            },
+            kind: report.kind,
+            occurred_at: report.occurred_at,
+            detail: report.detail,
+            dedupe_key: report.dedupe_key,
+            whole_message: report.whole_message,
+        }
+    }
+
     /// What the store cannot hold, named by field, so the channel gets a 400 (or the SOAP caller
     /// a fault) for this one response and every other response still goes in. A detail is cut
     /// to [`MAX_DETAIL_LEN`]; keys are never cut (two reports would become one).

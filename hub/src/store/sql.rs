@@ -66,6 +66,9 @@ fn parse_uuid(v: &str) -> Result<Uuid> {
     })
 }
 
+/// A row a bulk status change returned: id, channel, campaign, attempts.
+type MovedRow = (String, String, String, i64);
+
 macro_rules! backend {
     ($name:ident, $Db:ty, $Pool:ty, lock = $lock:literal, lock_row = $lock_row:literal) => {
         pub mod $name {
@@ -133,6 +136,28 @@ macro_rules! backend {
                     .push(" RETURNING id");
                 let rows: Vec<(String,)> = qb.build_query_as().fetch_all(w).await?;
                 rows.iter().map(|(id,)| parse_uuid(id)).collect()
+            }
+
+            /// Writes a status event for each row a bulk update moved to `status` (rows as
+            /// `RETURNING id, channel, campaign_id, attempts`), and commits.
+            async fn announce_and_commit(
+                mut tx: Transaction<'_, Db>,
+                rows: &[MovedRow],
+                status: Status,
+                reason: &str,
+                now: DateTime<Utc>,
+            ) -> Result<u64> {
+                let mut events = Vec::with_capacity(rows.len());
+                for (id, channel, campaign, attempts) in rows {
+                    events.push(status_event(
+                        parse_uuid(id)?, campaign, parse_channel(id, channel)?,
+                        status, u32::try_from(*attempts).unwrap_or(0),
+                        Some(reason.to_owned()), None, now,
+                    ));
+                }
+                push_events(&mut tx, &events, ms(now)).await?;
+                tx.commit().await?;
+                Ok(rows.len() as u64)
             }
 
             pub async fn ping(_w: &Pool, r: &Pool) -> Result<()> {
@@ -504,19 +529,8 @@ macro_rules! backend {
                     .push(") AND status = 'sending' AND claim_until < ")
                     .push_bind(now_ms)
                     .push(" RETURNING id, channel, campaign_id, attempts");
-                let rows: Vec<(String, String, String, i64)> =
-                    qb.build_query_as().fetch_all(&mut *tx).await?;
-                let mut events = Vec::with_capacity(rows.len());
-                for (id, channel, campaign, attempts) in &rows {
-                    events.push(status_event(
-                        parse_uuid(id)?, campaign, parse_channel(id, channel)?,
-                        Status::RetryWait, u32::try_from(*attempts).unwrap_or(0),
-                        Some(reason.to_owned()), None, now,
-                    ));
-                }
-                push_events(&mut tx, &events, now_ms).await?;
-                tx.commit().await?;
-                Ok(rows.len() as u64)
+                let rows: Vec<MovedRow> = qb.build_query_as().fetch_all(&mut *tx).await?;
+                announce_and_commit(tx, &rows, Status::RetryWait, reason, now).await
             }
 
             pub async fn record_responses(
@@ -894,19 +908,8 @@ macro_rules! backend {
                     .push(") AND status IN ")
                     .push(PENDING)
                     .push(" RETURNING id, channel, campaign_id, attempts");
-                let rows: Vec<(String, String, String, i64)> =
-                    qb.build_query_as().fetch_all(&mut *tx).await?;
-                let mut events = Vec::with_capacity(rows.len());
-                for (id, channel, campaign, attempts) in &rows {
-                    events.push(status_event(
-                        parse_uuid(id)?, campaign, parse_channel(id, channel)?,
-                        Status::Expired, u32::try_from(*attempts).unwrap_or(0),
-                        Some(reason.to_owned()), None, now,
-                    ));
-                }
-                push_events(&mut tx, &events, now_ms).await?;
-                tx.commit().await?;
-                Ok(rows.len() as u64)
+                let rows: Vec<MovedRow> = qb.build_query_as().fetch_all(&mut *tx).await?;
+                announce_and_commit(tx, &rows, Status::Expired, reason, now).await
             }
 
             pub async fn cancelled_since(

@@ -72,10 +72,21 @@ impl CrmConfig {
     /// every reconciliation query with its backoff. The dispatcher's per-attempt timeout must be
     /// longer, or it would cut reconciliation short.
     pub fn worst_case(&self) -> Duration {
-        let queries = self.reconcile_attempts;
-        let backoff: Duration = (0..queries).map(reconcile_backoff).sum();
-        self.bundle_wait + self.request_timeout * (1 + queries) + backoff
+        worst_case(
+            self.bundle_wait,
+            self.request_timeout,
+            self.reconcile_attempts,
+        )
     }
+}
+
+/// The longest one item can take in a CRM connector with these settings (see
+/// [`CrmConfig::worst_case`]); the hub's config check uses the same.
+pub fn worst_case(bundle_wait: Duration, request_timeout: Duration, queries: u32) -> Duration {
+    let backoff: Duration = (0..queries).map(reconcile_backoff).sum();
+    bundle_wait
+        .saturating_add(request_timeout.saturating_mul(1 + queries))
+        .saturating_add(backoff)
 }
 
 impl CrmConfig {

@@ -340,7 +340,7 @@ async fn channels(State(shared): State<Arc<Shared>>) -> Result<Response, ApiErro
     let mut out = Vec::new();
     for id in ChannelId::ALL {
         let cfg = shared.config.channel(id);
-        let p = &cfg.policy;
+        let p = cfg.policy();
         let d = depth
             .iter()
             .find(|(c, _)| *c == id)

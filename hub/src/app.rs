@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clm_connectors::Connector;
 use clm_connectors::crm::{CrmConfig, CrmConnector};
-use clm_connectors::json_http::{Auth, Endpoint, JsonHttpConnector, TlsFiles};
+use clm_connectors::json_http::{Endpoint, JsonHttpConnector};
 use clm_connectors::sms::{Dialect, SmsConfig, SmsConnector};
 use clm_contracts::ChannelId;
 use clm_mocks::{
@@ -22,7 +22,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::config::{AuthConfig, Config, SmsDialect};
+use crate::config::{Config, SmsDialect};
 use crate::dispatcher::{self, Channel, Finisher};
 use crate::events::{self, EventBus};
 use crate::state::Shared;
@@ -122,7 +122,7 @@ fn sms_connector(
     public_url: &str,
     sandbox: Option<&SmsMock>,
 ) -> anyhow::Result<Arc<dyn Connector>> {
-    let ch = config.channel(ChannelId::Sms);
+    let ch = &config.channels.sms;
     let g = ch.gateway.as_ref();
     let dialect = match g.map(|g| g.dialect) {
         Some(SmsDialect::Json) => Dialect::Json,
@@ -149,7 +149,7 @@ fn sms_connector(
         }),
         dlr_url: reports.then(|| format!("{}/ingest/sms", public_url.trim_end_matches('/'))),
         dlr_token: ch.ingest.token.clone(),
-        connect_timeout: connect_timeout(ch.policy.timeout_ms),
+        connect_timeout: crate::config::endpoint::connect_timeout(ch.policy.timeout_ms),
         pool_size: ch.policy.concurrency as usize,
     };
     Ok(Arc::new(
@@ -158,63 +158,19 @@ fn sms_connector(
 }
 
 /// The endpoint of an HTTP channel: the sandbox mock's URL, or the configured one with its auth
-/// and TLS files; plus the WS-Security credentials of a SOAP channel.
+/// and TLS files.
 fn endpoint_of(
     config: &Config,
     id: ChannelId,
+    endpoint: Option<&crate::config::EndpointConfig>,
     sandbox_url: Option<String>,
-) -> anyhow::Result<(Endpoint, Option<clm_connectors::soap::WsSecurity>)> {
-    let ch = config.channel(id);
-    let connect_timeout = connect_timeout(ch.policy.timeout_ms);
-    let pool_size = ch.policy.concurrency as usize;
-    if let Some(url) = sandbox_url {
-        let endpoint = Endpoint {
-            base_url: url,
-            auth: Auth::None,
-            tls: TlsFiles::default(),
-            connect_timeout,
-            pool_size,
-        };
-        return Ok((endpoint, None));
-    }
-    let e = ch
-        .endpoint
-        .as_ref()
-        .with_context(|| format!("channels.{id}.endpoint is required"))?;
-    let mut ws = None;
-    let auth = match &e.auth {
-        None => Auth::None,
-        Some(AuthConfig::Bearer { token }) => Auth::Bearer {
-            token: token.clone(),
-        },
-        Some(AuthConfig::Basic { username, password }) => Auth::Basic {
-            username: username.clone(),
-            password: password.clone(),
-        },
-        Some(AuthConfig::ApiKey { header, value }) => Auth::ApiKey {
-            header: header.clone(),
-            value: value.clone(),
-        },
-        Some(AuthConfig::WsSecurity { username, password }) => {
-            ws = Some(clm_connectors::soap::WsSecurity {
-                username: username.clone(),
-                password: password.clone(),
-            });
-            Auth::None
-        }
-    };
-    let endpoint = Endpoint {
-        base_url: e.url.clone(),
-        auth,
-        tls: TlsFiles {
-            ca_file: e.ca_file.clone(),
-            client_cert_file: e.client_cert_file.clone(),
-            client_key_file: e.client_key_file.clone(),
-        },
-        connect_timeout,
-        pool_size,
-    };
-    Ok((endpoint, ws))
+) -> anyhow::Result<Endpoint> {
+    crate::config::EndpointConfig::connector_endpoint(
+        endpoint,
+        sandbox_url,
+        config.channel(id).policy(),
+        &format!("channels.{id}.endpoint"),
+    )
 }
 
 fn json_http_connector(
@@ -222,7 +178,14 @@ fn json_http_connector(
     id: ChannelId,
     sandbox: Option<&ChannelMock>,
 ) -> anyhow::Result<Arc<dyn Connector>> {
-    let (endpoint, _) = endpoint_of(config, id, sandbox.map(ChannelMock::base_url))?;
+    let configured = match id {
+        ChannelId::Eissd => config.channels.eissd.endpoint.as_ref(),
+        _ => config
+            .channels
+            .typed::<crate::config::HttpJsonChannelConfig>(id)
+            .and_then(|c| c.endpoint.as_ref()),
+    };
+    let endpoint = endpoint_of(config, id, configured, sandbox.map(ChannelMock::base_url))?;
     let connector =
         JsonHttpConnector::new(id, endpoint).with_context(|| format!("channels.{id}.endpoint"))?;
     Ok(Arc::new(connector))
@@ -233,8 +196,17 @@ fn crm_connector(
     id: ChannelId,
     sandbox_url: Option<String>,
 ) -> anyhow::Result<Arc<dyn Connector>> {
-    let (endpoint, ws_security) = endpoint_of(config, id, sandbox_url)?;
-    let sc = config.channel(id).soap.clone().unwrap_or_default();
+    let ch = config
+        .channels
+        .typed::<crate::config::CrmChannelConfig>(id)
+        .context("not a CRM channel")?;
+    let endpoint = endpoint_of(config, id, ch.endpoint.as_ref(), sandbox_url)?;
+    let ws_security = ch
+        .endpoint
+        .as_ref()
+        .and_then(|e| e.auth.as_ref())
+        .and_then(clm_connectors::json_http::Auth::ws_security);
+    let sc = &ch.soap;
     let crm = CrmConfig {
         endpoint,
         ws_security,
@@ -248,17 +220,11 @@ fn crm_connector(
         parallel_bundles: sc.parallel_bundles,
         request_timeout: Duration::from_millis(sc.request_timeout_ms),
         reconcile_attempts: sc.reconcile_attempts,
-        attempt_timeout: Duration::from_millis(config.channel(id).policy.timeout_ms),
+        attempt_timeout: Duration::from_millis(ch.policy.timeout_ms),
     };
     let connector =
         CrmConnector::new(id, crm).with_context(|| format!("channels.{id}.endpoint"))?;
     Ok(Arc::new(connector))
-}
-
-/// Below the attempt timeout, so an unreachable channel is a connect error (retry), not an
-/// attempt timeout (unknown).
-fn connect_timeout(attempt_timeout_ms: u64) -> Duration {
-    Duration::from_millis((attempt_timeout_ms / 2).clamp(1, 5_000))
 }
 
 /// Where EISSD's responses are read from: the configured source, or in sandbox mode the SQLite
@@ -271,7 +237,8 @@ pub fn eissd_source_url(config: &Config) -> Option<String> {
         ));
     }
     config
-        .channel(ChannelId::Eissd)
+        .channels
+        .eissd
         .responses
         .as_ref()
         .and_then(|r| r.source.clone())
@@ -290,8 +257,8 @@ async fn start_sandbox(config: &Config, public_url: &str) -> anyhow::Result<Sand
         let responses = ResponsesConfig {
             webhook_url: (id != ChannelId::Eissd)
                 .then(|| format!("{}/ingest/{id}", public_url.trim_end_matches('/'))),
-            token: ch.ingest.token.clone(),
-            hmac_secret: ch.ingest.hmac_secret.clone(),
+            token: ch.ingest().and_then(|i| i.token.clone()),
+            hmac_secret: ch.ingest().and_then(|i| i.hmac_secret.clone()),
             ..ResponsesConfig::typical(id)
         };
         let mock_config = ChannelMockConfig {
@@ -320,7 +287,7 @@ async fn start_sandbox(config: &Config, public_url: &str) -> anyhow::Result<Sand
         None
     };
     let smtp = if config.channel(ChannelId::Email).is_enabled() {
-        let ingest = &config.channel(ChannelId::Email).ingest;
+        let ingest = &config.channels.email.ingest;
         let feedback = EmailFeedback {
             url: Some(format!(
                 "{}{}",
@@ -364,7 +331,7 @@ fn email_connector(
     sandbox: Option<&SmtpMock>,
 ) -> anyhow::Result<Arc<dyn Connector>> {
     use clm_connectors::email::{DkimConfig, EmailConnector, Security, SmtpConfig};
-    let ch = config.channel(ChannelId::Email);
+    let ch = &config.channels.email;
     let relay = ch.smtp.clone();
     let from = relay.as_ref().map_or_else(
         || "CLM <clm@sandbox.invalid>".to_owned(),
@@ -524,7 +491,8 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Hub>
     // every start would break for every customer after a restart.
     let email_sealer = if config.channel(ChannelId::Email).is_enabled() {
         let configured = config
-            .channel(ChannelId::Email)
+            .channels
+            .email
             .tracking
             .as_ref()
             .and_then(|t| t.secret.clone());
@@ -565,13 +533,13 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Hub>
         let limiter = crate::coordination::SharedLimiter::new(
             &coord,
             id,
-            cfg.policy.rate,
-            cfg.policy.burst,
+            cfg.policy().rate,
+            cfg.policy().burst,
             config.coordination.fallback_share,
         );
         channels.insert(
             id,
-            Arc::new(Channel::new(id, cfg.policy.clone(), connector, limiter)),
+            Arc::new(Channel::new(id, cfg.policy().clone(), connector, limiter)),
         );
     }
     // Opened (lazily: an unreachable DWH is retried by the poller) before any task starts, so a
@@ -660,12 +628,14 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Hub>
     let housekeeping = tokio::spawn(housekeeping(Arc::clone(&shared), shutdown.clone()));
     let mut reconcilers = Vec::new();
     for ch in shared.channels.values() {
-        let sc = shared
+        let Some(crm) = shared
             .config
-            .channel(ch.id)
-            .soap
-            .clone()
-            .unwrap_or_default();
+            .channels
+            .typed::<crate::config::CrmChannelConfig>(ch.id)
+        else {
+            continue;
+        };
+        let sc = &crm.soap;
         if ch.connector.reconciles() && sc.reconcile_every_ms > 0 {
             reconcilers.push(tokio::spawn(crate::reconcile::run(
                 Arc::clone(&shared),
@@ -680,7 +650,8 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Hub>
     let dwh_poller = dwh_source.map(|source| {
         let cfg = shared
             .config
-            .channel(ChannelId::Eissd)
+            .channels
+            .eissd
             .responses
             .clone()
             .unwrap_or_default();

@@ -87,7 +87,7 @@ fn authenticate(
     token_param: Option<String>,
     signed: &[u8],
 ) -> Result<(), &'static str> {
-    if auth.token.is_none() && auth.hmac_secret.is_none() && auth.basic_username.is_none() {
+    if auth.is_open() {
         return Ok(());
     }
     if let (Some(user), Some(password)) = (&auth.basic_username, &auth.basic_password)
@@ -143,15 +143,19 @@ pub async fn ingest(
             format!("no ingest route for `{channel}`"),
         );
     };
-    let Some(cfg) = shared
-        .config
-        .channels
-        .get(&channel)
-        .filter(|c| c.is_enabled())
-    else {
+    let cfg = shared.config.channel(channel);
+    if !cfg.is_enabled() {
         return error(
             StatusCode::NOT_FOUND,
             format!("channel `{channel}` is not enabled on this hub"),
+        );
+    }
+    let Some(ingest_auth) = cfg.ingest() else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!(
+                "channel `{channel}` has no ingest route: its responses come over SOAP or from its DWH table"
+            ),
         );
     };
     let query = query.unwrap_or_default();
@@ -161,7 +165,7 @@ pub async fn ingest(
         &body
     };
     if let Err(msg) = authenticate(
-        &cfg.ingest,
+        ingest_auth,
         &headers,
         token_param(&query, &headers, &body),
         signed,

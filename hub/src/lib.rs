@@ -29,6 +29,7 @@ pub mod amqp;
 pub mod api;
 pub mod app;
 pub mod batcher;
+pub mod channels;
 pub mod config;
 pub mod coordination;
 pub mod dispatcher;

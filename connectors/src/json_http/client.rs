@@ -66,7 +66,8 @@ pub(super) fn auth_header(auth: &Auth) -> Result<Option<(HeaderName, HeaderValue
         ))
     };
     let (name, mut value) = match auth {
-        Auth::None => return Ok(None),
+        // WS-Security travels in the SOAP header, not in HTTP.
+        Auth::None | Auth::WsSecurity { .. } => return Ok(None),
         Auth::Bearer { token } => {
             if token.trim().is_empty() {
                 return Err(BuildError::Auth("bearer token is empty".into()));

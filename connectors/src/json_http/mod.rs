@@ -50,24 +50,39 @@ pub struct Endpoint {
     pub pool_size: usize,
 }
 
-/// How the hub proves who it is on every request.
-#[derive(Clone, PartialEq, Eq)]
+/// How the hub proves who it is on every request; also the config's type
+/// (`channels.<id>.endpoint.auth`): `{ kind = "bearer", token = "…" }`,
+/// `{ kind = "basic", username = "…", password = "…" }`,
+/// `{ kind = "api_key", header = "X-Api-Key", value = "…" }` or
+/// `{ kind = "ws_security", username = "…", password = "…" }`.
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Auth {
+    /// Nothing (not a config value: leave `auth` out instead).
+    #[serde(skip)]
     None,
     /// `Authorization: Bearer <token>`.
-    Bearer {
-        token: String,
-    },
+    Bearer { token: String },
     /// `Authorization: Basic <base64(username:password)>`.
-    Basic {
-        username: String,
-        password: String,
-    },
+    Basic { username: String, password: String },
     /// `<header>: <value>`, e.g. `X-API-Key: …`.
-    ApiKey {
-        header: String,
-        value: String,
-    },
+    ApiKey { header: String, value: String },
+    /// A WS-Security UsernameToken (`PasswordText`) in every SOAP request's header (the CRM
+    /// channels); no HTTP header.
+    WsSecurity { username: String, password: String },
+}
+
+impl Auth {
+    /// The WS-Security credentials, for the SOAP header.
+    pub fn ws_security(&self) -> Option<crate::soap::WsSecurity> {
+        match self {
+            Auth::WsSecurity { username, password } => Some(crate::soap::WsSecurity {
+                username: username.clone(),
+                password: password.clone(),
+            }),
+            _ => None,
+        }
+    }
 }
 
 impl std::fmt::Debug for Auth {
@@ -86,6 +101,11 @@ impl std::fmt::Debug for Auth {
                 .debug_struct("ApiKey")
                 .field("header", header)
                 .field("value", &REDACTED)
+                .finish(),
+            Auth::WsSecurity { username, .. } => f
+                .debug_struct("WsSecurity")
+                .field("username", username)
+                .field("password", &REDACTED)
                 .finish(),
         }
     }

@@ -101,7 +101,7 @@ pub(crate) async fn amqp_hub(mock: &SmsMock, vhost: &str) -> TestHub {
     let config = config_for(mock, "kannel", dir.path(), |c| {
         c.store.url = Some(pg);
         c.queue.url = vhost.to_owned();
-        let p = &mut c.channels.get_mut(&ChannelId::Sms).unwrap().policy;
+        let p = &mut c.channels.sms.policy;
         p.concurrency = 128;
     });
     let hub = start_hub(config, dir).await;
@@ -272,7 +272,7 @@ async fn invalid_messages_land_on_the_reject_queue_with_their_reasons() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_channels_run_on_the_production_stack() {
     use clm_contracts::channels::eissd;
-    use clm_hub::config::{DwhConfig, EndpointConfig};
+    use clm_hub::config::{DwhConfig, EndpointConfig, HttpJsonChannelConfig};
     use clm_mocks::{ChannelMock, ChannelMockConfig, ResponsesConfig};
 
     let vhost = amqp_vhost();
@@ -305,19 +305,25 @@ async fn http_channels_run_on_the_production_stack() {
         c.coordination.url = redis;
         c.coordination.key_prefix = format!("clm-t-{}:", uuid::Uuid::new_v4().simple());
         for id in channels {
-            let cfg = c.channels.get_mut(&id).unwrap();
-            cfg.enabled = Some(true);
-            cfg.ingest.hmac_secret = Some(format!("{id}-secret"));
-            cfg.endpoint = Some(EndpointConfig {
+            let endpoint = Some(EndpointConfig {
                 url: mocks[&id].base_url(),
                 auth: None,
                 ca_file: None,
                 client_cert_file: None,
                 client_key_file: None,
             });
-            cfg.policy.backoff_initial_ms = 50;
+            // EISSD has no webhook (its responses come from the DWH table): no ingest secret.
+            if let Some(cfg) = c.channels.typed_mut::<HttpJsonChannelConfig>(id) {
+                cfg.ingest.hmac_secret = Some(format!("{id}-secret"));
+                cfg.endpoint = endpoint;
+            } else {
+                c.channels.eissd.endpoint = endpoint;
+            }
+            let cfg = c.channels.get_mut(id);
+            cfg.set_enabled(true);
+            cfg.policy_mut().backoff_initial_ms = 50;
         }
-        c.channels.get_mut(&ChannelId::Eissd).unwrap().responses = Some(DwhConfig {
+        c.channels.eissd.responses = Some(DwhConfig {
             source: Some(dwh_url.clone()),
             poll_ms: 50,
             ..DwhConfig::default()
@@ -428,7 +434,10 @@ async fn crm_channels_run_on_the_production_stack() {
             },
         ];
         for id in channels {
-            let cfg = c.channels.get_mut(&id).unwrap();
+            let cfg = c
+                .channels
+                .typed_mut::<clm_hub::config::CrmChannelConfig>(id)
+                .unwrap();
             cfg.enabled = Some(true);
             cfg.endpoint = Some(EndpointConfig {
                 url: if id == ChannelId::SapCrm {
@@ -448,7 +457,7 @@ async fn crm_channels_run_on_the_production_stack() {
             if id == ChannelId::CrmB2c {
                 soap.version = "1.2".into();
             }
-            cfg.soap = Some(soap);
+            cfg.soap = soap;
         }
     });
     let hub = start_hub(config, dir).await;
@@ -535,7 +544,7 @@ async fn email_runs_on_the_production_stack() {
     let config = config_for(&sms, "kannel", dir.path(), |c| {
         c.store.url = Some(pg);
         c.queue.url = vhost.clone();
-        let e = c.channels.get_mut(&ChannelId::Email).unwrap();
+        let e = &mut c.channels.email;
         e.enabled = Some(true);
         e.ingest.hmac_secret = Some(secret.into());
         e.smtp = Some(SmtpRelayConfig {

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use clm_contracts::ChannelId;
-use clm_hub::config::SoapChannelConfig;
+use clm_hub::config::{CrmChannelConfig, SoapChannelConfig};
 use clm_mocks::{CrmFault, CrmFaults, CrmMock};
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -19,8 +19,11 @@ async fn crm_hub(tweak: impl FnOnce(&mut clm_hub::Config)) -> TestHub {
     let dir = tempfile::tempdir().unwrap();
     let mut config = sandbox_config(dir.path());
     for id in CRMS {
-        let ch = config.channels.get_mut(&id).unwrap();
-        assert!(ch.is_enabled(), "{id} is on in the embedded default");
+        let ch = config.channels.typed_mut::<CrmChannelConfig>(id).unwrap();
+        assert!(
+            ch.enabled == Some(true),
+            "{id} is on in the embedded default"
+        );
         let soap = SoapChannelConfig {
             bundle_size: 10,
             bundle_wait_ms: 50,
@@ -31,7 +34,7 @@ async fn crm_hub(tweak: impl FnOnce(&mut clm_hub::Config)) -> TestHub {
         ch.policy.timeout_ms = soap.worst_case_ms() + 2_000;
         ch.policy.backoff_initial_ms = 50;
         ch.policy.backoff_max_ms = 200;
-        ch.soap = Some(soap);
+        ch.soap = soap;
     }
     tweak(&mut config);
     config.validate().unwrap();
@@ -341,7 +344,7 @@ async fn what_the_hub_sends_and_answers_validates_against_the_xsd() {
             systems: vec!["AMDOCS".into(), "CRM_B2C".into(), "SAP_CRM".into()],
         }];
         for id in CRMS {
-            let ch = c.channels.get_mut(&id).unwrap();
+            let ch = c.channels.typed_mut::<CrmChannelConfig>(id).unwrap();
             ch.endpoint = Some(clm_hub::config::EndpointConfig {
                 url: crm_url.clone(),
                 auth: Some(clm_hub::config::AuthConfig::WsSecurity {
@@ -353,19 +356,19 @@ async fn what_the_hub_sends_and_answers_validates_against_the_xsd() {
                 client_key_file: None,
             });
             if id == ChannelId::CrmB2c {
-                ch.soap.as_mut().unwrap().version = "1.2".into();
+                ch.soap.version = "1.2".into();
             }
         }
         // The stand-in, not the bundled mocks.
         c.sandbox = false;
-        c.channels.get_mut(&ChannelId::Sms).unwrap().enabled = Some(false);
+        c.channels.sms.enabled = Some(false);
         for id in [
             ChannelId::Wink,
             ChannelId::Elk,
             ChannelId::Eissd,
             ChannelId::Email,
         ] {
-            c.channels.get_mut(&id).unwrap().enabled = Some(false);
+            c.channels.get_mut(id).set_enabled(false);
         }
     })
     .await;
@@ -418,13 +421,7 @@ async fn what_the_hub_sends_and_answers_validates_against_the_xsd() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn items_left_unknown_are_reconciled_later() {
     let hub = crm_hub(|c| {
-        let soap = c
-            .channels
-            .get_mut(&ChannelId::SapCrm)
-            .unwrap()
-            .soap
-            .as_mut()
-            .unwrap();
+        let soap = &mut c.channels.sap_crm.soap;
         soap.reconcile_every_ms = 300;
     })
     .await;
@@ -474,7 +471,7 @@ async fn items_left_unknown_are_reconciled_later() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn items_without_a_free_bundle_slot_retry_instead_of_ending_unknown() {
     let hub = crm_hub(|c| {
-        let ch = c.channels.get_mut(&ChannelId::SapCrm).unwrap();
+        let ch = &mut c.channels.sap_crm;
         let soap = SoapChannelConfig {
             bundle_size: 1,
             bundle_wait_ms: 20,
@@ -486,7 +483,7 @@ async fn items_without_a_free_bundle_slot_retry_instead_of_ending_unknown() {
         ch.policy.timeout_ms = soap.worst_case_ms() + 1_000;
         ch.policy.concurrency = 10;
         ch.policy.max_attempts = 20;
-        ch.soap = Some(soap);
+        ch.soap = soap;
     })
     .await;
     let m = mock(&hub, ChannelId::SapCrm);

@@ -415,11 +415,7 @@ async fn the_configured_rate_is_held_at_the_mock() {
     });
     let rate = 50.0;
     let hub = hub_with(&mock, "kannel", |c| {
-        let p = &mut c
-            .channels
-            .get_mut(&clm_contracts::ChannelId::Sms)
-            .unwrap()
-            .policy;
+        let p = &mut c.channels.sms.policy;
         p.rate = rate;
         p.burst = 1;
     })
@@ -535,11 +531,7 @@ async fn a_timeout_after_sending_is_unknown_and_not_resent() {
         ..Faults::default()
     });
     let hub = hub_with(&mock, "kannel", |c| {
-        c.channels
-            .get_mut(&clm_contracts::ChannelId::Sms)
-            .unwrap()
-            .policy
-            .timeout_ms = 300;
+        c.channels.sms.policy.timeout_ms = 300;
     })
     .await;
     let item = sms_json("timeout", "Lost in the post");
@@ -585,11 +577,7 @@ async fn the_api_and_ingest_demand_tokens_when_configured() {
     let mock = mock().await;
     let hub = hub_with(&mock, "kannel", |c| {
         c.server.api_token = Some("api-secret".into());
-        c.channels
-            .get_mut(&clm_contracts::ChannelId::Sms)
-            .unwrap()
-            .ingest
-            .token = Some("dlr-secret".into());
+        c.channels.sms.ingest.token = Some("dlr-secret".into());
     })
     .await;
     let item = sms_json("auth", "Hi");
@@ -721,11 +709,7 @@ async fn graceful_shutdown_finishes_in_flight_sends_and_strands_nothing() {
     });
     let dir = tempfile::tempdir().unwrap();
     let config = config_for(&mock, "kannel", dir.path(), |c| {
-        let p = &mut c
-            .channels
-            .get_mut(&clm_contracts::ChannelId::Sms)
-            .unwrap()
-            .policy;
+        let p = &mut c.channels.sms.policy;
         p.concurrency = 8;
         p.rate = 200.0;
     });
@@ -816,11 +800,7 @@ async fn outside_the_send_window_a_communication_waits_for_the_opening() {
         .format("%H:%M")
         .to_string();
     let hub = hub_with(&mock, "kannel", |c| {
-        c.channels
-            .get_mut(&clm_contracts::ChannelId::Sms)
-            .unwrap()
-            .policy
-            .window = Some(clm_hub::config::WindowConfig {
+        c.channels.sms.policy.window = Some(clm_hub::config::WindowConfig {
             start,
             end,
             timezone: "Europe/Moscow".into(),
@@ -882,11 +862,7 @@ async fn kannel_reports_posted_as_forms_are_taken_with_their_token() {
         ..DlrConfig::default()
     });
     let hub = hub_with(&mock, "kannel", |c| {
-        c.channels
-            .get_mut(&clm_contracts::ChannelId::Sms)
-            .unwrap()
-            .ingest
-            .token = Some("form-secret".into());
+        c.channels.sms.ingest.token = Some("form-secret".into());
     })
     .await;
     let item = sms_json("form", "Posted report");

@@ -267,7 +267,7 @@ async fn a_claim_that_waits_longer_than_its_lease_is_sent_once() {
     let dir = tempfile::tempdir().unwrap();
     let config = config_for(&mock, "kannel", dir.path(), |c| {
         c.dispatcher.lease_secs = 10;
-        let p = &mut c.channels.get_mut(&ChannelId::Sms).unwrap().policy;
+        let p = &mut c.channels.sms.policy;
         p.rate = 0.05;
         p.burst = 1;
         p.timeout_ms = 1000;
@@ -304,11 +304,7 @@ async fn a_report_that_arrives_during_the_attempt_is_applied_when_it_ends() {
         let pg_url = if pg { Some(pg_database().await) } else { None };
         let config = config_for(&mock, "kannel", dir.path(), |c| {
             c.store.url = pg_url;
-            c.channels
-                .get_mut(&ChannelId::Sms)
-                .unwrap()
-                .policy
-                .timeout_ms = 2000;
+            c.channels.sms.policy.timeout_ms = 2000;
         });
         let hub = start_hub(config, dir).await;
         let comm = sms_json("during", "hi");
@@ -623,12 +619,12 @@ async fn a_panicking_send_ends_unknown_and_frees_the_breaker() {
     let mock = SmsMock::start(([127, 0, 0, 1], 0).into()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let config = config_for(&mock, "kannel", dir.path(), |c| {
-        let p = &mut c.channels.get_mut(&ChannelId::Sms).unwrap().policy;
+        let p = &mut c.channels.sms.policy;
         p.breaker.failure_threshold = 1;
         p.breaker.open_ms = 200;
     });
     let (store, _db) = sqlite_store().await;
-    let policy = config.channels[&ChannelId::Sms].policy.clone();
+    let policy = config.channels.sms.policy.clone();
     let coord = clm_hub::coordination::Coordination::Local;
     let limiter = clm_hub::coordination::SharedLimiter::new(
         &coord,

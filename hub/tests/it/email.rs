@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use clm_contracts::ChannelId;
 use clm_hub::config::SmtpRelayConfig;
 use clm_mocks::{SmtpFaults, SmtpMock, SmtpScriptStep, SmtpStageFault};
 use serde_json::{Value, json};
@@ -17,8 +16,11 @@ const GREYLIST_MS: u64 = 1_500;
 async fn email_hub(tweak: impl FnOnce(&mut clm_hub::Config)) -> TestHub {
     let dir = tempfile::tempdir().unwrap();
     let mut config = sandbox_config(dir.path());
-    let ch = config.channels.get_mut(&ChannelId::Email).unwrap();
-    assert!(ch.is_enabled(), "e-mail is on in the embedded default");
+    let ch = &mut config.channels.email;
+    assert!(
+        ch.enabled == Some(true),
+        "e-mail is on in the embedded default"
+    );
     // In sandbox mode the relay is the bundled mock; these settings give its timing.
     ch.smtp = Some(SmtpRelayConfig {
         host: "sandbox".into(),
@@ -384,11 +386,7 @@ async fn relay_events_are_authenticated_recorded_once_and_suppress_on_complaint(
     use sha2::Sha256;
     let secret = "mail-events-9d1";
     let hub = email_hub(|c| {
-        c.channels
-            .get_mut(&ChannelId::Email)
-            .unwrap()
-            .ingest
-            .hmac_secret = Some(secret.into());
+        c.channels.email.ingest.hmac_secret = Some(secret.into());
     })
     .await;
     let id = submit(&hub, &mail("olga@example.ru", "events")).await;

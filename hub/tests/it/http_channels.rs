@@ -20,20 +20,22 @@ async fn sandbox_hub(tweak: impl FnOnce(&mut clm_hub::Config)) -> TestHub {
     let dir = tempfile::tempdir().unwrap();
     let mut config = sandbox_config(dir.path());
     for id in CHANNELS {
-        let ch = config.channels.get_mut(&id).unwrap();
+        let ch = config.channels.get_mut(id);
         assert!(ch.is_enabled(), "{id} is on in the embedded default");
-        ch.policy.timeout_ms = 2_000;
-        ch.policy.backoff_initial_ms = 50;
-        ch.policy.backoff_max_ms = 200;
-        if let Some(r) = ch.responses.as_mut() {
-            r.poll_ms = 50;
-        } else if id == ChannelId::Eissd {
-            ch.responses = Some(clm_hub::config::DwhConfig {
-                poll_ms: 50,
-                settle_ms: 500,
-                ..Default::default()
-            });
-        }
+        let p = ch.policy_mut();
+        p.timeout_ms = 2_000;
+        p.backoff_initial_ms = 50;
+        p.backoff_max_ms = 200;
+    }
+    let eissd = &mut config.channels.eissd;
+    if let Some(r) = eissd.responses.as_mut() {
+        r.poll_ms = 50;
+    } else {
+        eissd.responses = Some(clm_hub::config::DwhConfig {
+            poll_ms: 50,
+            settle_ms: 500,
+            ..Default::default()
+        });
     }
     tweak(&mut config);
     config.validate().unwrap();
@@ -229,9 +231,8 @@ async fn submit_until(
 /// Retry-After, 400 failed without retry, no answer within the timeout `unknown` and not resent.
 async fn classification(channel: ChannelId) {
     let hub = sandbox_hub(|c| {
-        let ch = c.channels.get_mut(&channel).unwrap();
         // Long enough that a loaded machine's slow answer is not taken for silence.
-        ch.policy.timeout_ms = 2_000;
+        c.channels.get_mut(channel).policy_mut().timeout_ms = 2_000;
     })
     .await;
     let m = mock(&hub, channel);
@@ -355,7 +356,11 @@ async fn post(hub: &TestHub, path: &str, body: &[u8], signature: Option<&str>) -
 async fn webhooks_are_checked(channel: ChannelId) {
     let secret = "hook-secret-5f2a";
     let hub = sandbox_hub(|c| {
-        c.channels.get_mut(&channel).unwrap().ingest.hmac_secret = Some(secret.into());
+        c.channels
+            .get_mut(channel)
+            .ingest_mut()
+            .expect("a webhook channel")
+            .hmac_secret = Some(secret.into());
     })
     .await;
     let path = format!("/ingest/{channel}");
@@ -494,7 +499,7 @@ async fn elk_webhooks_are_authenticated_validated_and_deduplicated() {
 #[tokio::test]
 async fn a_token_protects_webhooks_too() {
     let hub = sandbox_hub(|c| {
-        c.channels.get_mut(&ChannelId::Wink).unwrap().ingest.token = Some("tok-91".into());
+        c.channels.wink.ingest.token = Some("tok-91".into());
     })
     .await;
     let item = comm(ChannelId::Wink, "token");

@@ -34,7 +34,7 @@ async fn three_instances_share_the_work_and_one_redis_rate_limit() {
             c.queue.url = amqp.clone();
             c.coordination.url = redis_url();
             c.coordination.key_prefix = prefix.clone();
-            let p = &mut c.channels.get_mut(&ChannelId::Sms).unwrap().policy;
+            let p = &mut c.channels.sms.policy;
             p.rate = rate;
             p.burst = 5;
         });

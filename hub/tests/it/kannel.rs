@@ -614,7 +614,7 @@ async fn kannel_multi_part_reports_per_message_per_part_and_mixed() {
     });
     let dir = tempfile::tempdir().unwrap();
     let config = config_for(&mock, "kannel", dir.path(), |c| {
-        let sms = c.channels.get_mut(&clm_contracts::ChannelId::Sms).unwrap();
+        let sms = &mut c.channels.sms;
         sms.ingest.token = Some(TOKEN.into());
     });
     let hub = start_hub(config, dir).await;

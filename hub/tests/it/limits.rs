@@ -23,7 +23,7 @@ async fn guarded_hub() -> TestHub {
     let mut config = sandbox_config(dir.path());
     config.server.api_token = Some(API_TOKEN.into());
     for id in [ChannelId::Sms, ChannelId::Wink] {
-        config.channels.get_mut(&id).unwrap().ingest.token = Some(INGEST_TOKEN.into());
+        config.channels.get_mut(id).ingest_mut().unwrap().token = Some(INGEST_TOKEN.into());
     }
     config.soap.callers = vec![SoapCaller {
         username: SOAP_USER.0.into(),

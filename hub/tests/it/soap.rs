@@ -59,9 +59,7 @@ async fn soap_hub(open: bool, tweak: impl FnOnce(&mut clm_hub::Config)) -> TestH
     let dir = tempfile::tempdir().unwrap();
     let mut config = sandbox_config(dir.path());
     for id in SOAP_CHANNELS {
-        if let Some(ch) = config.channels.get_mut(&id) {
-            ch.enabled = Some(false);
-        }
+        config.channels.get_mut(id).set_enabled(false);
     }
     if !open {
         config.soap.callers = vec![

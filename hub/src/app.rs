@@ -7,10 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use clm_connectors::Connector;
-use clm_connectors::crm::{CrmConfig, CrmConnector};
-use clm_connectors::json_http::{Endpoint, JsonHttpConnector};
-use clm_connectors::sms::{Dialect, SmsConfig, SmsConnector};
 use clm_contracts::ChannelId;
 use clm_mocks::{
     ChannelMock, ChannelMockConfig, CrmCallbacks, CrmKind, CrmMock, CrmMockConfig, EmailFeedback,
@@ -22,7 +18,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::config::{Config, SmsDialect};
+use crate::config::Config;
 use crate::dispatcher::{self, Channel, Finisher};
 use crate::events::{self, EventBus};
 use crate::state::Shared;
@@ -117,133 +113,6 @@ pub async fn run(
     Ok(())
 }
 
-fn sms_connector(
-    config: &Config,
-    public_url: &str,
-    sandbox: Option<&SmsMock>,
-) -> anyhow::Result<Arc<dyn Connector>> {
-    let ch = &config.channels.sms;
-    let g = ch.gateway.as_ref();
-    let dialect = match g.map(|g| g.dialect) {
-        Some(SmsDialect::Json) => Dialect::Json,
-        _ => Dialect::Kannel,
-    };
-    let url = match (sandbox, dialect) {
-        (Some(m), Dialect::Kannel) => m.kannel_url(),
-        (Some(m), Dialect::Json) => m.json_url(),
-        (None, _) => g.context("channels.sms.gateway is required")?.url.clone(),
-    };
-    let (username, password) = match (sandbox, g) {
-        (None, Some(g)) => (g.username.clone(), g.password.clone()),
-        _ => (None, None),
-    };
-    let reports = g.is_none_or(|g| g.delivery_reports);
-    let cfg = SmsConfig {
-        dialect,
-        url,
-        username,
-        password,
-        from: g.map_or_else(|| "CLM".to_owned(), |g| g.from.clone()),
-        dlr_mask: g.map_or(clm_contracts::sms::wire::kannel::DLR_MASK_ALL, |g| {
-            g.dlr_mask
-        }),
-        dlr_url: reports.then(|| format!("{}/ingest/sms", public_url.trim_end_matches('/'))),
-        dlr_token: ch.ingest.token.clone(),
-        connect_timeout: crate::config::endpoint::connect_timeout(ch.policy.timeout_ms),
-        pool_size: ch.policy.concurrency as usize,
-    };
-    Ok(Arc::new(
-        SmsConnector::new(cfg).context("building the SMS HTTP client")?,
-    ))
-}
-
-/// The endpoint of an HTTP channel: the sandbox mock's URL, or the configured one with its auth
-/// and TLS files.
-fn endpoint_of(
-    config: &Config,
-    id: ChannelId,
-    endpoint: Option<&crate::config::EndpointConfig>,
-    sandbox_url: Option<String>,
-) -> anyhow::Result<Endpoint> {
-    crate::config::EndpointConfig::connector_endpoint(
-        endpoint,
-        sandbox_url,
-        config.channel(id).policy(),
-        &format!("channels.{id}.endpoint"),
-    )
-}
-
-fn json_http_connector(
-    config: &Config,
-    id: ChannelId,
-    sandbox: Option<&ChannelMock>,
-) -> anyhow::Result<Arc<dyn Connector>> {
-    let configured = match id {
-        ChannelId::Eissd => config.channels.eissd.endpoint.as_ref(),
-        _ => config
-            .channels
-            .typed::<crate::config::HttpJsonChannelConfig>(id)
-            .and_then(|c| c.endpoint.as_ref()),
-    };
-    let endpoint = endpoint_of(config, id, configured, sandbox.map(ChannelMock::base_url))?;
-    let connector =
-        JsonHttpConnector::new(id, endpoint).with_context(|| format!("channels.{id}.endpoint"))?;
-    Ok(Arc::new(connector))
-}
-
-fn crm_connector(
-    config: &Config,
-    id: ChannelId,
-    sandbox_url: Option<String>,
-) -> anyhow::Result<Arc<dyn Connector>> {
-    let ch = config
-        .channels
-        .typed::<crate::config::CrmChannelConfig>(id)
-        .context("not a CRM channel")?;
-    let endpoint = endpoint_of(config, id, ch.endpoint.as_ref(), sandbox_url)?;
-    let ws_security = ch
-        .endpoint
-        .as_ref()
-        .and_then(|e| e.auth.as_ref())
-        .and_then(clm_connectors::json_http::Auth::ws_security);
-    let sc = &ch.soap;
-    let crm = CrmConfig {
-        endpoint,
-        ws_security,
-        version: if sc.version == "1.2" {
-            clm_connectors::soap::SoapVersion::V12
-        } else {
-            clm_connectors::soap::SoapVersion::V11
-        },
-        bundle_size: sc.bundle_size,
-        bundle_wait: Duration::from_millis(sc.bundle_wait_ms),
-        parallel_bundles: sc.parallel_bundles,
-        request_timeout: Duration::from_millis(sc.request_timeout_ms),
-        reconcile_attempts: sc.reconcile_attempts,
-        attempt_timeout: Duration::from_millis(ch.policy.timeout_ms),
-    };
-    let connector =
-        CrmConnector::new(id, crm).with_context(|| format!("channels.{id}.endpoint"))?;
-    Ok(Arc::new(connector))
-}
-
-/// Where EISSD's responses are read from: the configured source, or in sandbox mode the SQLite
-/// file the bundled EISSD mock writes.
-pub fn eissd_source_url(config: &Config) -> Option<String> {
-    if config.sandbox {
-        return Some(format!(
-            "sqlite://{}",
-            config.data_dir.join("eissd-dwh.db").display()
-        ));
-    }
-    config
-        .channels
-        .eissd
-        .responses
-        .as_ref()
-        .and_then(|r| r.source.clone())
-}
-
 async fn start_sandbox(config: &Config, public_url: &str) -> anyhow::Result<Sandbox> {
     let sms = SmsMock::start(([127, 0, 0, 1], 0).into())
         .await
@@ -264,7 +133,7 @@ async fn start_sandbox(config: &Config, public_url: &str) -> anyhow::Result<Sand
         let mock_config = ChannelMockConfig {
             responses,
             dwh_url: (id == ChannelId::Eissd)
-                .then(|| eissd_source_url(config))
+                .then(|| crate::channels::eissd::source_url(config))
                 .flatten(),
             ..ChannelMockConfig::default()
         };
@@ -321,99 +190,6 @@ async fn start_sandbox(config: &Config, public_url: &str) -> anyhow::Result<Sand
         crm_esb,
         smtp,
     })
-}
-
-/// The e-mail connector: the relay (or the sandbox's SMTP mock), with the hub's tracking links.
-fn email_connector(
-    config: &Config,
-    public_url: &str,
-    sealer: Option<&crate::email::Sealer>,
-    sandbox: Option<&SmtpMock>,
-) -> anyhow::Result<Arc<dyn Connector>> {
-    use clm_connectors::email::{DkimConfig, EmailConnector, Security, SmtpConfig};
-    let ch = &config.channels.email;
-    let relay = ch.smtp.clone();
-    let from = relay.as_ref().map_or_else(
-        || "CLM <clm@sandbox.invalid>".to_owned(),
-        |r| r.from.clone(),
-    );
-    let from_domain = from
-        .rsplit_once('@')
-        .map(|(_, d)| d.trim_end_matches('>').trim().to_owned())
-        .unwrap_or_else(|| "clm.invalid".to_owned());
-    let dkim = match relay.as_ref().and_then(|r| r.dkim.clone()) {
-        Some(d) => Some(DkimConfig {
-            domain: d.domain,
-            selector: d.selector,
-            private_key_pem: std::fs::read_to_string(&d.private_key_file).with_context(|| {
-                format!(
-                    "channels.email.smtp.dkim.private_key_file: cannot read {}",
-                    d.private_key_file.display()
-                )
-            })?,
-        }),
-        None => None,
-    };
-    let (host, port, security, auth, ca_file) = match (sandbox, &relay) {
-        (Some(m), _) => (
-            "127.0.0.1".to_owned(),
-            m.port(),
-            Security::Plain,
-            None,
-            None,
-        ),
-        (None, Some(r)) => (
-            r.host.clone(),
-            r.port,
-            match r.security.as_str() {
-                "tls" => Security::Implicit,
-                "plain" => Security::Plain,
-                _ => Security::StartTlsRequired,
-            },
-            r.username.clone().zip(r.password.clone()),
-            r.ca_file.clone(),
-        ),
-        (None, None) => anyhow::bail!("channels.email.smtp is required"),
-    };
-    let smtp = SmtpConfig {
-        host,
-        port,
-        security,
-        auth,
-        ca_file,
-        connect_timeout: Duration::from_millis(
-            relay.as_ref().map_or(10_000, |r| r.connect_timeout_ms),
-        ),
-        command_timeout: Duration::from_millis(
-            relay.as_ref().map_or(30_000, |r| r.command_timeout_ms),
-        ),
-        pool_size: relay.as_ref().map_or(8, |r| r.pool_size),
-        hello_name: relay
-            .as_ref()
-            .and_then(|r| r.hello_name.clone())
-            .unwrap_or_else(hostname),
-        from,
-        message_id_domain: relay
-            .as_ref()
-            .and_then(|r| r.message_id_domain.clone())
-            .unwrap_or(from_domain),
-        dkim,
-        greylist_delay: Duration::from_millis(
-            relay.as_ref().map_or(300_000, |r| r.greylist_delay_ms),
-        ),
-    };
-    let tracking = ch.tracking.clone().unwrap_or_default();
-    let tracker: Option<Arc<dyn clm_connectors::email::Tracking>> = sealer.map(|s| {
-        Arc::new(crate::email::Tracker {
-            sealer: s.clone(),
-            base: public_url.trim_end_matches('/').to_owned(),
-            open_pixel: tracking.open_pixel,
-            click_tracking: tracking.click_tracking,
-        }) as Arc<dyn clm_connectors::email::Tracking>
-    });
-    let connector = EmailConnector::new(smtp, tracker)
-        .context("channels.email.smtp: cannot build the connector")?;
-    Ok(Arc::new(connector))
 }
 
 /// A CRM mock that calls the hub's response service back for every accepted item.
@@ -514,16 +290,26 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Hub>
             continue;
         }
         let connector = match id {
-            ChannelId::Sms => {
-                sms_connector(&config, &public_url, sandbox.as_ref().map(|s| &s.sms))?
-            }
+            ChannelId::Sms => crate::channels::sms::connector(
+                &config,
+                &public_url,
+                sandbox.as_ref().map(|s| &s.sms),
+            )?,
             ChannelId::Wink | ChannelId::Elk | ChannelId::Eissd => {
-                json_http_connector(&config, id, sandbox.as_ref().and_then(|s| s.mock(id)))?
+                crate::channels::json_http::connector(
+                    &config,
+                    id,
+                    sandbox.as_ref().and_then(|s| s.mock(id)),
+                )?
             }
             ChannelId::SapCrm | ChannelId::Amdocs | ChannelId::CrmB2c => {
-                crm_connector(&config, id, sandbox.as_ref().and_then(|s| s.crm_url(id)))?
+                crate::channels::crm::connector(
+                    &config,
+                    id,
+                    sandbox.as_ref().and_then(|s| s.crm_url(id)),
+                )?
             }
-            ChannelId::Email => email_connector(
+            ChannelId::Email => crate::channels::email::connector(
                 &config,
                 &public_url,
                 email_sealer.as_ref(),
@@ -544,7 +330,7 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Hub>
     }
     // Opened (lazily: an unreachable DWH is retried by the poller) before any task starts, so a
     // bad source fails start-up with nothing left running.
-    let dwh_source = match eissd_source_url(&config) {
+    let dwh_source = match crate::channels::eissd::source_url(&config) {
         Some(url) if channels.contains_key(&ChannelId::Eissd) => {
             Some(crate::dwh::Source::open(&url).with_context(|| {
                 format!(
@@ -801,7 +587,7 @@ async fn housekeeping(shared: Arc<Shared>, shutdown: CancellationToken) {
     }
 }
 
-fn hostname() -> String {
+pub(crate) fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_owned())
         .unwrap_or_else(|_| "hub".into())

@@ -3,6 +3,7 @@
 //!
 //! # Layout
 //! - [`config`]: layered configuration (defaults → TOML → `CLM_HUB__…`), validated by key.
+//! - [`channels`]: one folder per channel family: its typed settings, how its connector is built.
 //! - [`amqp`]: RabbitMQ intake (consumer → intake) and event publishing (outbox → `clm.events`).
 //! - [`app`]: start-up (`start`, `run`), the embedded sandbox mocks, graceful shutdown.
 //! - [`api`]: the HTTP API (`/v1`), health, metrics; routes `/ingest/*` to [`ingest`].

@@ -1,5 +1,7 @@
-//! Channel families, one folder each. Each family's settings (`[channels.<id>]`) live here as
-//! its own serde type, next to where its plug-in grows.
+//! Channel families, one folder each: each family's settings (`[channels.<id>]`, its own serde
+//! type) and how its connector is built from them. The rest of a family's code (e-mail
+//! suppression and tracking, the EISSD poller, the CRM response service and reconciler) still
+//! lives at the top of `hub/src` and moves here with the plug-in trait (issue 11, next part).
 //!
 //! - [`sms`]: `sms` (Kannel or a JSON gateway);
 //! - [`json_http`]: `wink`, `elk`;

@@ -382,12 +382,7 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn a_refused_connection_retries_and_the_url_never_reaches_the_log() {
         crate::install_crypto_provider();
-        // Bind then drop a listener: its port now refuses connections.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let (_refusing, port) = crate::test_ports::refusing();
         let url =
             format!("http://127.0.0.1:{port}/cgi-bin/sendsms?password=hunter2&to=79001234567");
         let err = reqwest::get(&url).await.unwrap_err();

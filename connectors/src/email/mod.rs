@@ -458,11 +458,7 @@ mod tests {
     #[tokio::test]
     async fn a_refused_connection_retries() {
         crate::install_crypto_provider();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let (_refusing, port) = crate::test_ports::refusing();
         let connector = EmailConnector::new(testutil::config("127.0.0.1", port), None).unwrap();
         let o = connector.send(&testutil::comm("ivan@example.ru")).await;
         let Outcome::Retry { reason, .. } = &o else {

@@ -633,11 +633,7 @@ fn bad_settings_are_refused_by_name() {
 
 #[tokio::test]
 async fn a_refused_connection_retries() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let (_refusing, port) = crate::test_ports::refusing();
     let connector = JsonHttpConnector::new(
         ChannelId::Wink,
         endpoint(&format!("http://127.0.0.1:{port}"), bearer()),

@@ -154,11 +154,10 @@ async fn refused_dlrs_are_counted_as_failed() {
 #[tokio::test]
 async fn a_report_is_retried_until_the_receiver_is_back() {
     let sms = start().await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // Bound but not listening: the port refuses connections and stays ours until it listens.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = socket.local_addr().unwrap().port();
     let dlr_url = format!("http://127.0.0.1:{port}/ingest/sms?id=comm-10&type=%d");
     let response = kannel_get(
         &sms,
@@ -178,9 +177,7 @@ async fn a_report_is_retried_until_the_receiver_is_back() {
             async { "ok" }
         }),
     );
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-        .await
-        .unwrap();
+    let listener = socket.listen(64).unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
     assert!(
         wait_until(|| sms.stats().dlr_sent == 1).await,

@@ -28,19 +28,6 @@ pub mod outcome;
 pub mod sms;
 pub mod soap;
 
-#[cfg(test)]
-pub(crate) mod test_ports {
-    /// A loopback port that refuses connections for as long as the returned socket lives: it
-    /// is bound but never listens, so no other test can take the port meanwhile (binding a
-    /// listener and dropping it leaves a port that a concurrent test may be given next).
-    pub(crate) fn refusing() -> (tokio::net::TcpSocket, u16) {
-        let socket = tokio::net::TcpSocket::new_v4().unwrap();
-        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        let port = socket.local_addr().unwrap().port();
-        (socket, port)
-    }
-}
-
 use async_trait::async_trait;
 use clm_contracts::{ChannelId, Communication};
 
@@ -71,4 +58,17 @@ pub trait Connector: Send + Sync + 'static {
 /// Installs the one crypto provider every TLS user in the process shares (ring). Idempotent.
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+#[cfg(test)]
+pub(crate) mod test_ports {
+    /// A loopback port that refuses connections for as long as the returned socket lives: it
+    /// is bound but never listens, so no other test can take the port meanwhile (binding a
+    /// listener and dropping it leaves a port that a concurrent test may be given next).
+    pub(crate) fn refusing() -> (tokio::net::TcpSocket, u16) {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let port = socket.local_addr().unwrap().port();
+        (socket, port)
+    }
 }

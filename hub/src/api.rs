@@ -88,15 +88,15 @@ const API_MAX_BODY: usize = 16 * 1024 * 1024;
 
 /// `/ingest/{channel}`: one delivery report or webhook, a few hundred bytes; an e-mail relay's
 /// event a few KiB. A MiB is far more than any of them and still cheap to hold.
-const INGEST_MAX_BODY: usize = 1024 * 1024;
+pub(crate) const INGEST_MAX_BODY: usize = 1024 * 1024;
 
 /// What `/soap/{service}` accepts beyond `soap.max_bytes` before refusing at the door. Between
 /// the two the handler reads up to `soap.max_bytes` and answers a SOAP fault naming the limit
 /// (what a CRM's SOAP stack understands); beyond it the caller gets a bare 413 unread.
-const SOAP_BODY_SLACK: usize = 64 * 1024;
+pub(crate) const SOAP_BODY_SLACK: usize = 64 * 1024;
 
 /// Everything else (`/t`, `/u`, health, metrics): GETs and an unsubscribe form of a few fields.
-const SMALL_MAX_BODY: usize = 16 * 1024;
+pub(crate) const SMALL_MAX_BODY: usize = 16 * 1024;
 
 /// The request line and headers must arrive within this long (slowloris); also how long an
 /// idle keep-alive connection is kept.
@@ -119,7 +119,7 @@ const SENSITIVE_HEADERS: [HeaderName; 6] = [
 
 /// A route group's body limit: tower-http's, with axum's own default (2 MiB on `Bytes`) off so
 /// that the group's limit is the only one.
-fn body_limit(router: Router<Arc<Shared>>, max: usize) -> Router<Arc<Shared>> {
+pub(crate) fn body_limit(router: Router<Arc<Shared>>, max: usize) -> Router<Arc<Shared>> {
     router
         .layer(DefaultBodyLimit::disable())
         .layer(RequestBodyLimitLayer::new(max))
@@ -140,32 +140,26 @@ pub fn router(shared: Arc<Shared>) -> Router {
         "/ingest/{channel}",
         get(crate::ingest::ingest).post(crate::ingest::ingest),
     );
-    let soap = Router::new().route(
-        "/soap/{service}",
-        get(crate::soap::get).post(crate::soap::post),
-    );
-    let soap_max = shared.config.soap.max_bytes.saturating_add(SOAP_BODY_SLACK);
     let small = Router::new()
-        .route("/t/o/{token}", get(crate::email::open))
-        .route("/t/c/{token}", get(crate::email::click))
-        .route(
-            "/u/{token}",
-            get(crate::email::unsubscribe_page).post(crate::email::unsubscribe),
-        )
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics));
-    Router::new()
+    let mut app = Router::new()
         .nest("/v1", body_limit(v1, API_MAX_BODY))
         .merge(body_limit(ingest, INGEST_MAX_BODY))
-        .merge(body_limit(soap, soap_max))
-        .merge(body_limit(small, SMALL_MAX_BODY))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
-            REQUEST_TIMEOUT,
-        ))
-        .layer(SetSensitiveHeadersLayer::new(SENSITIVE_HEADERS))
-        .with_state(shared)
+        .merge(body_limit(small, SMALL_MAX_BODY));
+    // The families' own routes (`/soap/…`, `/t/…`, `/u/…`), each group with its body limit.
+    for plugin in &shared.plugins {
+        if let Some(routes) = Arc::clone(plugin).routes(&shared.config) {
+            app = app.merge(routes);
+        }
+    }
+    app.layer(TimeoutLayer::with_status_code(
+        StatusCode::SERVICE_UNAVAILABLE,
+        REQUEST_TIMEOUT,
+    ))
+    .layer(SetSensitiveHeadersLayer::new(SENSITIVE_HEADERS))
+    .with_state(shared)
 }
 
 /// Serves `app` on `listener` until `stop` is cancelled, then stops taking connections and waits

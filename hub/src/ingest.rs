@@ -1,6 +1,7 @@
 //! Ingest: responses coming back from channels (`/ingest/{channel}`: SMS delivery reports, Wink and
-//! ELK webhooks), authenticated, parsed by the channel's parser in `clm-connectors` (strictly, against
-//! the contract), correlated, deduplicated and recorded through the store (group-committed), which
+//! ELK webhooks, e-mail events), authenticated here, parsed by the channel family's plug-in
+//! ([`crate::channels::Plugin::parse_report`], with the parsers of `clm-connectors`, strictly
+//! against the contract), correlated, deduplicated and recorded through the store (group-committed), which
 //! advances the status and writes the events. Answers: 200 recorded or duplicate, 400 malformed,
 //! 401 unauthenticated, 404 unknown communication, 503 store unavailable (retry later).
 //!
@@ -16,19 +17,18 @@ use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use clm_connectors::Report;
-use clm_connectors::sms::{json as sms_json, kannel};
 use clm_contracts::ChannelId;
 use clm_contracts::api::ErrorBody;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use std::sync::Arc;
 
+use crate::channels::ReportRequest;
 use crate::config::IngestAuthConfig;
 use crate::state::Shared;
 use crate::store::{IncomingResponse, ResponseOutcome};
 
-fn error(status: StatusCode, msg: impl Into<String>) -> Response {
+pub(crate) fn error(status: StatusCode, msg: impl Into<String>) -> Response {
     (status, Json(ErrorBody { error: msg.into() })).into_response()
 }
 
@@ -176,22 +176,24 @@ pub async fn ingest(
             .fetch_add(1, Ordering::Relaxed);
         return error(StatusCode::UNAUTHORIZED, msg);
     }
-    let parsed = match channel {
-        ChannelId::Sms => parse_sms(&method, &query, &headers, &body),
-        ChannelId::Wink | ChannelId::Elk if method == Method::POST => {
-            clm_connectors::json_http::parse_webhook(channel, &body).map_err(|e| e.to_string())
-        }
-        ChannelId::Wink | ChannelId::Elk => {
-            Err(format!("{channel} webhooks are POSTed as JSON bodies"))
-        }
-        ChannelId::Email if method == Method::POST => {
-            return ingest_email(&shared, &body).await;
-        }
-        ChannelId::Email => Err("e-mail events are POSTed as JSON bodies".to_owned()),
-        other => Err(format!(
-            "channel `{other}` has no response parser in this build"
-        )),
+    // Enabled (checked above), so the channel is this hub's.
+    let Some(ch) = shared.channels.get(&channel) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("channel `{channel}` is not enabled on this hub"),
+        );
     };
+    let req = ReportRequest {
+        channel,
+        method: &method,
+        query: &query,
+        headers: &headers,
+        body: &body,
+    };
+    if let Some(answer) = ch.plugin.ingest(&shared, &req).await {
+        return answer;
+    }
+    let parsed = ch.plugin.parse_report(&req);
     let report = match parsed {
         Ok(r) => r,
         Err(msg) => {
@@ -208,7 +210,7 @@ pub async fn ingest(
             .metrics
             .ingest_malformed
             .fetch_add(1, Ordering::Relaxed);
-        let field = reported_field(channel, e.field);
+        let field = ch.plugin.reported_field(channel, e.field);
         return error(StatusCode::BAD_REQUEST, format!("{field}: {}", e.message));
     }
     let outcome = match shared.ingest.call_each(vec![incoming]).await {
@@ -236,9 +238,7 @@ pub async fn ingest(
     match outcome {
         ResponseOutcome::Recorded => {
             m.ingest_recorded.fetch_add(1, Ordering::Relaxed);
-            if let Some(ch) = shared.channels.get(&channel) {
-                ch.counters.responses.fetch_add(1, Ordering::Relaxed);
-            }
+            ch.counters.responses.fetch_add(1, Ordering::Relaxed);
             shared.outbox_wake.notify_one();
             (
                 StatusCode::OK,
@@ -262,154 +262,6 @@ pub async fn ingest(
             )
         }
     }
-}
-
-/// An e-mail event (`clm_contracts::channels::email::Webhook`): correlated by the `Message-ID`
-/// the hub gave the message, recorded, and the address suppressed on a hard bounce, a complaint
-/// or an unsubscribe.
-async fn ingest_email(shared: &Shared, body: &[u8]) -> Response {
-    use clm_contracts::channels::email::{BounceType, Webhook, WebhookKind};
-    let malformed = |msg: String| {
-        shared
-            .metrics
-            .ingest_malformed
-            .fetch_add(1, Ordering::Relaxed);
-        error(StatusCode::BAD_REQUEST, msg)
-    };
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return malformed("empty body: expected an e-mail event".into());
-    }
-    let de = &mut serde_json::Deserializer::from_slice(body);
-    let hook: Webhook = match serde_path_to_error::deserialize(de) {
-        Ok(h) => h,
-        Err(e) => {
-            let path = e.path().to_string();
-            let inner: String = e.into_inner().to_string().chars().take(200).collect();
-            return malformed(format!("invalid email event at `{path}`: {inner}"));
-        }
-    };
-    if hook.event_id.trim().is_empty() {
-        return malformed("event_id must not be empty".into());
-    }
-    {
-        use clm_contracts::communication::storable;
-        let diagnostic = hook.bounce.as_ref().and_then(|b| b.diagnostic.as_deref());
-        let checks = [
-            storable("event_id", &hook.event_id, crate::store::MAX_REFERENCE_LEN),
-            storable(
-                "message_id",
-                &hook.message_id,
-                crate::store::MAX_REFERENCE_LEN,
-            ),
-            storable("url", hook.url.as_deref().unwrap_or(""), usize::MAX),
-            storable("bounce.diagnostic", diagnostic.unwrap_or(""), usize::MAX),
-        ];
-        if let Some(Err(e)) = checks.into_iter().find(Result::is_err) {
-            return malformed(e.to_string());
-        }
-    }
-    let Some(id) = clm_connectors::email::communication_of_message_id(&hook.message_id) else {
-        shared
-            .metrics
-            .ingest_unknown
-            .fetch_add(1, Ordering::Relaxed);
-        return error(StatusCode::NOT_FOUND, "message_id is not one the hub sent");
-    };
-    let detail = match hook.kind {
-        WebhookKind::Bounced => hook.bounce.as_ref().map(|b| {
-            let kind = match b.bounce_type {
-                BounceType::Hard => "hard bounce",
-                BounceType::Soft => "soft bounce",
-            };
-            // A diagnostic usually names the address (`550 5.1.1 <ivan@…>`): masked.
-            match &b.diagnostic {
-                Some(d) => format!("{kind}: {}", clm_connectors::email::mask_addresses(d)),
-                None => kind.to_owned(),
-            }
-        }),
-        WebhookKind::Clicked => hook.url.clone(),
-        _ => None,
-    };
-    let suppress = hook.suppresses().then_some(match hook.kind {
-        WebhookKind::Complained => crate::email::COMPLAINT,
-        WebhookKind::Unsubscribed => crate::email::UNSUBSCRIBE,
-        _ => crate::email::HARD_BOUNCE,
-    });
-    let outcome = crate::email::record(
-        shared,
-        id,
-        hook.response_kind(),
-        format!("hook:{}", hook.event_id),
-        detail,
-        Some(hook.occurred_at),
-        suppress,
-    )
-    .await;
-    let m = &shared.metrics;
-    match outcome {
-        Ok(ResponseOutcome::Recorded) => {
-            m.ingest_recorded.fetch_add(1, Ordering::Relaxed);
-            (
-                StatusCode::OK,
-                Json(serde_json::json!({"outcome": "recorded"})),
-            )
-                .into_response()
-        }
-        Ok(ResponseOutcome::Duplicate) => {
-            m.ingest_duplicate.fetch_add(1, Ordering::Relaxed);
-            (
-                StatusCode::OK,
-                Json(serde_json::json!({"outcome": "duplicate"})),
-            )
-                .into_response()
-        }
-        Ok(ResponseOutcome::NotFound) => {
-            m.ingest_unknown.fetch_add(1, Ordering::Relaxed);
-            error(StatusCode::NOT_FOUND, "no communication matches this event")
-        }
-        Err(e) => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("store unavailable: {e}"),
-        ),
-    }
-}
-
-/// The name the channel's own report uses for a field of [`IncomingResponse::check`].
-fn reported_field(channel: ChannelId, field: &'static str) -> &'static str {
-    match (channel, field) {
-        (ChannelId::Sms, "report id") => "smsc_id (or message_id)",
-        (ChannelId::Sms, "detail") => "answer",
-        (ChannelId::Sms, "message id") => "message_id",
-        (ChannelId::Wink | ChannelId::Elk, "report id") => "event_id",
-        (ChannelId::Wink, "detail") => "wink_id",
-        (ChannelId::Elk, "detail") => "elk_id",
-        (_, other) => other,
-    }
-}
-
-/// Kannel reports come as GET query parameters or as a POSTed form; the JSON dialect as a POSTed
-/// JSON body.
-fn parse_sms(
-    method: &Method,
-    query: &str,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<Report, String> {
-    let is_json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    if *method == Method::POST && is_json {
-        let route_id = query_param(query, "id");
-        return sms_json::parse_report(body, route_id.as_deref()).map_err(|e| e.to_string());
-    }
-    let mut params: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
-        .into_owned()
-        .collect();
-    if *method == Method::POST {
-        params.extend(form_urlencoded::parse(body).into_owned());
-    }
-    kannel::parse_report(&params).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

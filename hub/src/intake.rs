@@ -41,16 +41,6 @@ fn rejection_record(item: &serde_json::Value) -> String {
     serde_json::Value::Object(kept).to_string()
 }
 
-fn parts(comm: &Communication) -> u32 {
-    match comm.channel {
-        clm_contracts::ChannelId::Sms => {
-            let text = comm.content.text.as_deref().unwrap_or_default();
-            u32::try_from(clm_contracts::sms::segment(text).parts).unwrap_or(1)
-        }
-        _ => 1,
-    }
-}
-
 /// Validates, stores and answers a batch of raw items, in order.
 pub async fn submit(
     shared: &Shared,
@@ -79,10 +69,11 @@ pub async fn submit(
         match checked {
             Ok(comm) => {
                 valid_idx.push(i);
-                valid.push(NewCommunication {
-                    parts: parts(&comm),
-                    comm,
-                });
+                let parts = shared
+                    .channels
+                    .get(&comm.channel)
+                    .map_or(1, |ch| ch.plugin.parts(&comm));
+                valid.push(NewCommunication { parts, comm });
             }
             Err(reason) => {
                 shared

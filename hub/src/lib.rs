@@ -3,7 +3,9 @@
 //!
 //! # Layout
 //! - [`config`]: layered configuration (defaults → TOML → `CLM_HUB__…`), validated by key.
-//! - [`channels`]: one folder per channel family: its typed settings, how its connector is built.
+//! - [`channels`]: one folder per channel family: its typed settings, how its connector is built,
+//!   its sandbox mocks, and its plug-in (gate, after-attempt hook, report parser, routes, jobs,
+//!   metrics); the registry maps each channel id to exactly one family.
 //! - [`amqp`]: RabbitMQ intake (consumer → intake) and event publishing (outbox → `clm.events`).
 //! - [`app`]: start-up (`start`, `run`), the embedded sandbox mocks, graceful shutdown.
 //! - [`api`]: the HTTP API (`/v1`), health, metrics; routes `/ingest/*` to [`ingest`].
@@ -15,11 +17,6 @@
 //!   writes outcomes back in batches.
 //! - [`policy`]: send windows, backoff, circuit breaker (the rate limit is governor's).
 //! - [`ingest`]: delivery reports and webhooks → correlated, deduplicated responses.
-//! - [`soap`]: the SOAP response service (`/soap/responses`) SAP CRM and the CRM ESB call.
-//! - [`email`]: e-mail suppression list, `/ingest/email`, and the tracking the hub serves
-//!   (open pixel, click redirects, one-click unsubscribe).
-//! - [`reconcile`]: CRM communications left `unknown` asked about again later (singleton).
-//! - [`dwh`]: the EISSD poller, responses read incrementally from a DWH table (singleton).
 //! - [`events`]: outbox publisher (in-process bus on the embedded default).
 //! - [`metrics`]: counters and the Prometheus exposition.
 //!
@@ -34,15 +31,11 @@ pub mod channels;
 pub mod config;
 pub mod coordination;
 pub mod dispatcher;
-pub mod dwh;
-pub mod email;
 pub mod events;
 pub mod ingest;
 pub mod intake;
 pub mod metrics;
 pub mod policy;
-pub mod reconcile;
-pub mod soap;
 pub mod state;
 pub mod store;
 

@@ -22,26 +22,7 @@ pub struct Metrics {
     pub ingest_unknown: AtomicU64,
     pub ingest_malformed: AtomicU64,
     pub ingest_unauthorized: AtomicU64,
-    /// SOAP faults the response service answered with.
-    pub soap_faults: AtomicU64,
-    /// Addresses put on the e-mail suppression list.
-    pub email_suppressed: AtomicU64,
-    /// E-mails not sent because their address is suppressed.
-    pub email_suppressed_skips: AtomicU64,
-    /// 5.7.x policy rejections by the relay.
-    pub email_policy_rejections: AtomicU64,
     pub events_published: Arc<AtomicU64>,
-    /// The EISSD DWH poller ([`crate::dwh`]).
-    pub dwh_polls: AtomicU64,
-    pub dwh_recorded: AtomicU64,
-    pub dwh_duplicate: AtomicU64,
-    pub dwh_unknown: AtomicU64,
-    pub dwh_malformed: AtomicU64,
-    pub dwh_errors: AtomicU64,
-    /// Rows found by the rescan behind the watermark: they became visible after `settle_ms`.
-    pub dwh_late: AtomicU64,
-    /// How far behind now the persisted watermark is.
-    pub dwh_lag_ms: AtomicU64,
 }
 
 /// The queue depth per channel, as the store counted it last.
@@ -104,96 +85,56 @@ impl DepthCache {
     }
 }
 
+/// A counter's HELP, TYPE and one line per `(labels, value)` (labels as `{k="v"}`, or empty).
+pub fn counter<L: AsRef<str>>(out: &mut String, name: &str, help: &str, rows: &[(L, u64)]) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+    for (labels, v) in rows {
+        let _ = writeln!(out, "{name}{} {v}", labels.as_ref());
+    }
+}
+
+/// A gauge without labels.
+pub fn gauge(out: &mut String, name: &str, help: &str, value: u64) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+    );
+}
+
 pub fn render(shared: &Shared, depth: &[(ChannelId, ChannelDepth)]) -> String {
     let m = &shared.metrics;
     let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
     let mut s = String::with_capacity(4096);
-    let mut counter = |name: &str, help: &str, rows: &[(String, u64)]| {
-        let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter");
-        for (labels, v) in rows {
-            let _ = writeln!(s, "{name}{labels} {v}");
-        }
-    };
     counter(
+        &mut s,
         "clm_intake_total",
         "Submitted communications by outcome.",
         &[
-            ("{outcome=\"accepted\"}".into(), g(&m.intake_accepted)),
-            ("{outcome=\"duplicate\"}".into(), g(&m.intake_duplicate)),
-            ("{outcome=\"rejected\"}".into(), g(&m.intake_rejected)),
+            ("{outcome=\"accepted\"}", g(&m.intake_accepted)),
+            ("{outcome=\"duplicate\"}", g(&m.intake_duplicate)),
+            ("{outcome=\"rejected\"}", g(&m.intake_rejected)),
         ],
     );
     counter(
+        &mut s,
         "clm_ingest_total",
         "Channel responses received, by outcome.",
         &[
-            ("{outcome=\"recorded\"}".into(), g(&m.ingest_recorded)),
-            ("{outcome=\"duplicate\"}".into(), g(&m.ingest_duplicate)),
-            (
-                "{outcome=\"unknown_communication\"}".into(),
-                g(&m.ingest_unknown),
-            ),
-            ("{outcome=\"malformed\"}".into(), g(&m.ingest_malformed)),
-            (
-                "{outcome=\"unauthorized\"}".into(),
-                g(&m.ingest_unauthorized),
-            ),
+            ("{outcome=\"recorded\"}", g(&m.ingest_recorded)),
+            ("{outcome=\"duplicate\"}", g(&m.ingest_duplicate)),
+            ("{outcome=\"unknown_communication\"}", g(&m.ingest_unknown)),
+            ("{outcome=\"malformed\"}", g(&m.ingest_malformed)),
+            ("{outcome=\"unauthorized\"}", g(&m.ingest_unauthorized)),
         ],
     );
-    if shared.channels.contains_key(&ChannelId::Eissd) {
-        counter(
-            "clm_dwh_rows_total",
-            "EISSD response rows read from the DWH table, by outcome.",
-            &[
-                ("{outcome=\"recorded\"}".into(), g(&m.dwh_recorded)),
-                ("{outcome=\"duplicate\"}".into(), g(&m.dwh_duplicate)),
-                (
-                    "{outcome=\"unknown_communication\"}".into(),
-                    g(&m.dwh_unknown),
-                ),
-                ("{outcome=\"malformed\"}".into(), g(&m.dwh_malformed)),
-            ],
-        );
-        counter(
-            "clm_dwh_polls_total",
-            "Polls of the EISSD DWH table.",
-            &[(String::new(), g(&m.dwh_polls))],
-        );
-        counter(
-            "clm_dwh_late_rows_total",
-            "EISSD rows found behind the watermark by the rescan (visible later than settle_ms).",
-            &[(String::new(), g(&m.dwh_late))],
-        );
-        counter(
-            "clm_dwh_errors_total",
-            "Failed polls of the EISSD DWH table (source or store unavailable).",
-            &[(String::new(), g(&m.dwh_errors))],
-        );
+    for plugin in &shared.plugins {
+        plugin.metrics(shared, &mut s);
     }
     counter(
-        "clm_email_suppressions_total",
-        "E-mail addresses put on the suppression list (hard bounce, complaint, unsubscribe).",
-        &[(String::new(), g(&m.email_suppressed))],
-    );
-    counter(
-        "clm_email_suppressed_skips_total",
-        "E-mails failed as suppressed without an SMTP session.",
-        &[(String::new(), g(&m.email_suppressed_skips))],
-    );
-    counter(
-        "clm_email_policy_rejections_total",
-        "E-mails the relay refused for policy (5.7.x).",
-        &[(String::new(), g(&m.email_policy_rejections))],
-    );
-    counter(
-        "clm_soap_faults_total",
-        "SOAP faults the response service answered with.",
-        &[(String::new(), g(&m.soap_faults))],
-    );
-    counter(
+        &mut s,
         "clm_events_published_total",
         "Events handed on from the outbox.",
-        &[(String::new(), g(&m.events_published))],
+        &[("", g(&m.events_published))],
     );
     let mut outcomes = Vec::new();
     let mut attempts = Vec::new();
@@ -219,22 +160,26 @@ pub fn render(shared: &Shared, depth: &[(ChannelId, ChannelDepth)]) -> String {
         opened.push((format!("{{channel=\"{id}\"}}"), g(&c.breaker_opened)));
     }
     counter(
+        &mut s,
         "clm_dispatch_outcomes_total",
         "Handled communications by outcome.",
         &outcomes,
     );
-    counter("clm_attempts_total", "Attempts made.", &attempts);
+    counter(&mut s, "clm_attempts_total", "Attempts made.", &attempts);
     counter(
+        &mut s,
         "clm_attempt_duration_ms_total",
         "Sum of attempt durations in milliseconds.",
         &attempt_ms,
     );
     counter(
+        &mut s,
         "clm_throttled_total",
         "Throttling answers (429) received.",
         &throttled,
     );
     counter(
+        &mut s,
         "clm_breaker_opened_total",
         "Times the circuit breaker opened.",
         &opened,
@@ -293,12 +238,5 @@ pub fn render(shared: &Shared, depth: &[(ChannelId, ChannelDepth)]) -> String {
         "# HELP clm_depth_refreshes_total Times the queue depth was counted in the store.\n# TYPE clm_depth_refreshes_total counter\nclm_depth_refreshes_total {}",
         shared.depth.refreshes()
     );
-    if shared.channels.contains_key(&ChannelId::Eissd) {
-        let _ = writeln!(
-            s,
-            "# HELP clm_dwh_watermark_lag_ms How far the EISSD poller's persisted watermark is behind now.\n# TYPE clm_dwh_watermark_lag_ms gauge\nclm_dwh_watermark_lag_ms {}",
-            g(&m.dwh_lag_ms)
-        );
-    }
     s
 }

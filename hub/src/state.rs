@@ -7,6 +7,7 @@ use clm_contracts::ChannelId;
 use tokio::sync::Notify;
 
 use crate::batcher::Batcher;
+use crate::channels::Plugin;
 use crate::config::Config;
 use crate::dispatcher::{Channel, Finisher};
 use crate::events::EventBus;
@@ -36,8 +37,8 @@ pub struct Shared {
     pub coord: crate::coordination::Coordination,
     /// RabbitMQ connection state (when `queue.url` is AMQP), for `/readyz`.
     pub broker: crate::amqp::SharedBrokerState,
-    /// Opens e-mail tracking tokens (when e-mail is enabled).
-    pub email_tracking: Option<crate::email::Sealer>,
+    /// One plug-in per channel family (its routes, jobs and metrics), enabled channels or not.
+    pub plugins: Vec<Arc<dyn Plugin>>,
     cancelled: RwLock<HashSet<String>>,
 }
 
@@ -53,7 +54,7 @@ impl Shared {
         outbox_wake: Arc<Notify>,
         public_url: String,
         coord: crate::coordination::Coordination,
-        email_tracking: Option<crate::email::Sealer>,
+        plugins: Vec<Arc<dyn Plugin>>,
     ) -> Shared {
         let s1 = store.clone();
         let intake = Batcher::start(move |items: Vec<NewCommunication>| {
@@ -86,7 +87,7 @@ impl Shared {
             public_url,
             coord,
             broker: Default::default(),
-            email_tracking,
+            plugins,
             cancelled: RwLock::new(HashSet::new()),
         }
     }

@@ -12,6 +12,7 @@ use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::channels::{NoHooks, Plugin};
 use crate::config::PolicyConfig;
 use crate::coordination::SharedLimiter;
 use crate::policy::breaker::{Breaker, BreakerState};
@@ -52,6 +53,8 @@ impl ChannelCounters {
 
 pub struct Channel {
     pub id: ChannelId,
+    /// The family's hooks (gate, after-attempt, report parser, …).
+    pub plugin: Arc<dyn Plugin>,
     pub policy: PolicyConfig,
     pub connector: Arc<dyn Connector>,
     /// The channel's rate limit: governor in-process, or GCRA in Redis shared by all instances.
@@ -82,6 +85,7 @@ impl Channel {
             .map(|w| SendWindow::parse(w).expect("validated at config load"));
         Channel {
             id,
+            plugin: Arc::new(NoHooks),
             connector,
             limiter,
             slots: Arc::new(Semaphore::new(policy.concurrency as usize)),
@@ -99,6 +103,12 @@ impl Channel {
             idle: Notify::new(),
             policy,
         }
+    }
+
+    /// The channel with its family's hooks.
+    pub fn with_plugin(mut self, plugin: Arc<dyn Plugin>) -> Channel {
+        self.plugin = plugin;
+        self
     }
 
     pub fn is_paused(&self) -> bool {

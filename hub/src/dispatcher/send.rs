@@ -6,13 +6,14 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use clm_connectors::Outcome;
-use clm_contracts::{ChannelId, Classification, Status};
+use clm_contracts::{Classification, Status};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::channel::Channel;
 use super::give_back;
+use crate::channels::Gate;
 use crate::config::TimeoutPolicy;
 use crate::policy::backoff::retry_delay;
 use crate::policy::breaker::Admit;
@@ -140,78 +141,33 @@ async fn settle(
     }
 }
 
-/// E-mail to a suppressed address (hard bounce, complaint, unsubscribe) fails here, before any
-/// SMTP session; the rest go on.
-async fn without_suppressed(shared: &Shared, ch: &Channel, claimed: Vec<Claimed>) -> Vec<Claimed> {
-    if ch.id != ChannelId::Email {
-        return claimed;
-    }
-    let addresses: Vec<String> = claimed.iter().map(|c| c.comm.recipient.clone()).collect();
-    let suppressed = match shared.store.suppressed_among(&addresses).await {
-        Ok(s) => s,
-        Err(e) => {
-            // Not knowing is not sending: give the claim back for a moment.
-            warn!(error = %e, "suppression list unavailable; e-mails wait");
-            give_back(
-                shared,
-                claimed,
-                chrono_after(Duration::from_secs(5)),
-                "suppression list unavailable",
-            )
-            .await;
-            return Vec::new();
+/// The channel's gate (its plug-in's, e.g. e-mail's suppression list) over a claimed batch:
+/// what it refuses fails here, before any attempt; when it cannot decide, the whole batch goes
+/// back to the store for a moment.
+async fn gated(shared: &Shared, ch: &Channel, claimed: Vec<Claimed>) -> Vec<Claimed> {
+    match ch.plugin.gate(shared, &claimed).await {
+        Gate::Open => claimed,
+        Gate::Closed { wait, why } => {
+            give_back(shared, claimed, chrono_after(wait), why).await;
+            Vec::new()
         }
-    };
-    if suppressed.is_empty() {
-        return claimed;
-    }
-    let mut rest = Vec::with_capacity(claimed.len());
-    for c in claimed {
-        if suppressed.contains(&crate::store::normalize_address(&c.comm.recipient)) {
-            ch.counters.failed.fetch_add(1, Ordering::Relaxed);
-            shared
-                .metrics
-                .email_suppressed_skips
-                .fetch_add(1, Ordering::Relaxed);
-            shared
-                .finisher
-                .submit(finish_unsent(&c, Status::Failed, "suppressed".into()))
-                .await;
-        } else {
-            rest.push(c);
-        }
-    }
-    rest
-}
-
-/// After an e-mail attempt: a 5.1.x answer suppresses the address; 5.7.x is counted.
-async fn after_email_attempt(shared: &Shared, c: &Claimed, outcome: &Outcome) {
-    if clm_connectors::email::is_policy_rejection(outcome) {
-        shared
-            .metrics
-            .email_policy_rejections
-            .fetch_add(1, Ordering::Relaxed);
-    }
-    if clm_connectors::email::suppression_of(outcome).is_some() {
-        match shared
-            .store
-            .suppress(
-                &c.comm.recipient,
-                crate::email::HARD_BOUNCE,
-                Some(c.comm.id),
-                Utc::now(),
-            )
-            .await
-        {
-            Ok(()) => {
-                shared
-                    .metrics
-                    .email_suppressed
-                    .fetch_add(1, Ordering::Relaxed);
+        Gate::Refuse(refused) => {
+            let mut reasons: std::collections::HashMap<usize, String> =
+                refused.into_iter().collect();
+            let mut rest = Vec::with_capacity(claimed.len());
+            for (i, c) in claimed.into_iter().enumerate() {
+                match reasons.remove(&i) {
+                    Some(reason) => {
+                        ch.counters.failed.fetch_add(1, Ordering::Relaxed);
+                        shared
+                            .finisher
+                            .submit(finish_unsent(&c, Status::Failed, reason))
+                            .await;
+                    }
+                    None => rest.push(c),
+                }
             }
-            Err(e) => {
-                warn!(communication_id = %c.comm.id, error = %e, "could not suppress a hard-bounced address")
-            }
+            rest
         }
     }
 }
@@ -301,7 +257,7 @@ pub async fn dispatch_batch(
     lease_length: Duration,
     shutdown: &CancellationToken,
 ) {
-    let claimed = without_suppressed(shared, ch, claimed).await;
+    let claimed = gated(shared, ch, claimed).await;
     let timeout = Duration::from_millis(ch.policy.timeout_ms);
     let Some(mut lease) = Lease::new(&claimed, lease_length, timeout) else {
         return;
@@ -385,9 +341,7 @@ pub async fn dispatch_batch(
                 Err(_) => panicked(&ch, &c),
             };
             drop(permit);
-            if ch.id == ChannelId::Email {
-                after_email_attempt(&shared, &c, &outcome).await;
-            }
+            ch.plugin.after_attempt(&shared, &c, &outcome).await;
             if opened {
                 // Every instance holds off, not just this one.
                 let open_for = Duration::from_millis(ch.policy.breaker.open_ms);

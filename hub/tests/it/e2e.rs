@@ -850,7 +850,10 @@ async fn the_embedded_default_sends_through_its_bundled_mock() {
         .sandbox
         .as_ref()
         .expect("sandbox mocks run in-process");
-    assert_eq!(sandbox.sms.received()[0].text, "Привет из песочницы");
+    assert_eq!(
+        sandbox.sms.as_ref().unwrap().received()[0].text,
+        "Привет из песочницы"
+    );
     hub.stop().await;
 }
 

@@ -654,7 +654,7 @@ async fn a_panicking_send_ends_unknown_and_frees_the_breaker() {
         Arc::new(tokio::sync::Notify::new()),
         "http://127.0.0.1:9".into(),
         coord,
-        None,
+        Vec::new(),
     ));
     let ids = insert_sms(&store, "panics", 3).await;
     let dispatcher = tokio::spawn(clm_hub::dispatcher::run_channel(

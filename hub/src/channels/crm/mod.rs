@@ -1,17 +1,175 @@
-//! The CRM family (`sap_crm`, `amdocs`, `crm_b2c`): its settings ([`config`]) and how a
-//! connector is built from them (SOAP bundles to the service, or the bundled CRM mock).
+//! The CRM family (`sap_crm`, `amdocs`, `crm_b2c`): its settings ([`config`]), how a connector
+//! is built from them (SOAP bundles to the service, or the bundled CRM mock), and its plug-in:
+//! the SOAP response service the CRMs call back ([`service`], `/soap/{service}`) and the
+//! reconciler of bundles left `unknown` ([`reconcile`], a singleton job per channel).
 
 pub mod config;
+pub mod reconcile;
+pub mod service;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
+use async_trait::async_trait;
+use axum::routing::get;
+use axum::{Extension, Router};
 use clm_connectors::Connector;
 use clm_connectors::crm::{CrmConfig, CrmConnector};
 use clm_contracts::ChannelId;
+use clm_mocks::{CrmCallbacks, CrmKind, CrmMock, CrmMockConfig};
+use tokio_util::sync::CancellationToken;
 
+use super::{Build, Built, Family, Job, Plugin};
+use crate::app::Sandbox;
 use crate::config::Config;
+use crate::state::Shared;
+
+/// The CRM family.
+pub struct Crm;
+
+const SERVES: [ChannelId; 3] = [ChannelId::SapCrm, ChannelId::Amdocs, ChannelId::CrmB2c];
+
+#[async_trait]
+impl Family for Crm {
+    fn name(&self) -> &'static str {
+        "crm"
+    }
+
+    fn serves(&self) -> &'static [ChannelId] {
+        &SERVES
+    }
+
+    async fn start_mocks(
+        &self,
+        config: &Config,
+        public_url: &str,
+        sandbox: &mut Sandbox,
+    ) -> anyhow::Result<()> {
+        if config.channel(ChannelId::SapCrm).is_enabled() {
+            sandbox.sap_crm = Some(start_mock(config, public_url, CrmKind::SapCrm).await?);
+        }
+        if [ChannelId::Amdocs, ChannelId::CrmB2c]
+            .iter()
+            .any(|id| config.channel(*id).is_enabled())
+        {
+            sandbox.crm_esb = Some(start_mock(config, public_url, CrmKind::Esb).await?);
+        }
+        Ok(())
+    }
+
+    fn build(&self, b: &Build<'_>) -> anyhow::Result<Built> {
+        let mut connectors = Vec::new();
+        for id in SERVES {
+            if b.config.channel(id).is_enabled() {
+                let mock = b.sandbox.and_then(|s| s.crm_mock(id)).map(CrmMock::url);
+                connectors.push((id, connector(b.config, id, mock)?));
+            }
+        }
+        Ok(Built {
+            plugin: Arc::new(CrmPlugin::default()),
+            connectors,
+        })
+    }
+}
+
+/// A CRM mock that calls the hub's response service back for every accepted item.
+async fn start_mock(config: &Config, public_url: &str, kind: CrmKind) -> anyhow::Result<CrmMock> {
+    let systems: &[&str] = match kind {
+        CrmKind::SapCrm => &["SAP_CRM"],
+        CrmKind::Esb => &["AMDOCS", "CRM_B2C"],
+    };
+    // With callers configured, the mock calls as the first one allowed for its systems.
+    let auth = config
+        .soap
+        .callers
+        .iter()
+        .find(|c| systems.iter().all(|s| c.systems.iter().any(|x| x == s)))
+        .map(|c| (c.username.clone(), c.password.clone()));
+    let callbacks = CrmCallbacks {
+        url: Some(format!(
+            "{}/soap/{}",
+            public_url.trim_end_matches('/'),
+            service::RESPONSES
+        )),
+        auth,
+        kinds: vec!["Delivered".into(), "OfferAccepted".into()],
+        ..CrmCallbacks::default()
+    };
+    let mock_config = CrmMockConfig {
+        callbacks,
+        ..CrmMockConfig::default()
+    };
+    CrmMock::start(kind, ([127, 0, 0, 1], 0).into(), mock_config)
+        .await
+        .with_context(|| format!("starting the bundled {kind:?} mock"))
+}
+
+/// The CRM hooks: the SOAP response service (served whether or not a CRM channel is enabled
+/// here: another instance may send, this one may take the callbacks), the reconcilers, and the
+/// fault count.
+#[derive(Default)]
+pub struct CrmPlugin {
+    /// SOAP faults the response service answered with.
+    soap_faults: AtomicU64,
+}
+
+impl Plugin for CrmPlugin {
+    fn family(&self) -> &'static str {
+        "crm"
+    }
+
+    fn routes(self: Arc<Self>, config: &Config) -> Option<Router<Arc<Shared>>> {
+        let router = Router::new()
+            .route("/soap/{service}", get(service::get).post(service::post))
+            .layer(Extension(self));
+        let max = config
+            .soap
+            .max_bytes
+            .saturating_add(crate::api::SOAP_BODY_SLACK);
+        Some(crate::api::body_limit(router, max))
+    }
+
+    fn jobs(self: Arc<Self>, shared: &Arc<Shared>, shutdown: &CancellationToken) -> Vec<Job> {
+        let mut jobs = Vec::new();
+        for id in SERVES {
+            let (Some(ch), Some(crm)) = (
+                shared.channels.get(&id),
+                shared
+                    .config
+                    .channels
+                    .typed::<crate::config::CrmChannelConfig>(id),
+            ) else {
+                continue;
+            };
+            let sc = &crm.soap;
+            if ch.connector.reconciles() && sc.reconcile_every_ms > 0 {
+                jobs.push(Job {
+                    name: format!("reconcile-{id}"),
+                    task: tokio::spawn(reconcile::run(
+                        Arc::clone(shared),
+                        Arc::clone(ch),
+                        Duration::from_millis(sc.reconcile_every_ms),
+                        // Give the CRM at least one request's time with the lost bundle first.
+                        Duration::from_millis(sc.request_timeout_ms),
+                        shutdown.clone(),
+                    )),
+                });
+            }
+        }
+        jobs
+    }
+
+    fn metrics(&self, _shared: &Shared, out: &mut String) {
+        crate::metrics::counter(
+            out,
+            "clm_soap_faults_total",
+            "SOAP faults the response service answered with.",
+            &[("", self.soap_faults.load(Ordering::Relaxed))],
+        );
+    }
+}
 
 /// A CRM channel's connector: its SOAP service, or (sandbox) the bundled CRM mock at
 /// `sandbox_url`.

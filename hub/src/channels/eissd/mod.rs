@@ -1,9 +1,164 @@
-//! EISSD (`eissd`): its settings ([`config`]) and where its responses are read from. It sends
-//! through the HTTP JSON connector ([`super::json_http::connector`]).
+//! EISSD (`eissd`): its settings ([`config`]), where its responses are read from, and its
+//! plug-in: the DWH poller ([`dwh`], a singleton job) and its metrics. It sends through the HTTP
+//! JSON connector ([`super::json_http::connector`]) and has no ingest route.
 
 pub mod config;
+pub mod dwh;
 
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use async_trait::async_trait;
+use clm_contracts::ChannelId;
+use tokio_util::sync::CancellationToken;
+
+use super::{Build, Built, Family, Job, Plugin};
+use crate::app::Sandbox;
 use crate::config::Config;
+use crate::metrics::{counter, gauge};
+use crate::state::Shared;
+
+/// The EISSD family.
+pub struct Eissd;
+
+#[async_trait]
+impl Family for Eissd {
+    fn name(&self) -> &'static str {
+        "eissd"
+    }
+
+    fn serves(&self) -> &'static [ChannelId] {
+        &[ChannelId::Eissd]
+    }
+
+    async fn start_mocks(
+        &self,
+        config: &Config,
+        public_url: &str,
+        sandbox: &mut Sandbox,
+    ) -> anyhow::Result<()> {
+        super::json_http::start_mock(config, public_url, ChannelId::Eissd, sandbox).await
+    }
+
+    fn build(&self, b: &Build<'_>) -> anyhow::Result<Built> {
+        let enabled = b.config.channel(ChannelId::Eissd).is_enabled();
+        let mut connectors = Vec::new();
+        let mut source = None;
+        if enabled {
+            let mock = b.sandbox.and_then(|s| s.mock(ChannelId::Eissd));
+            connectors.push((
+                ChannelId::Eissd,
+                super::json_http::connector(b.config, ChannelId::Eissd, mock)?,
+            ));
+            // Opened (lazily: an unreachable DWH is retried by the poller) before any task
+            // starts, so a bad source fails start-up with nothing left running.
+            if let Some(url) = source_url(b.config) {
+                source = Some(dwh::Source::open(&url).with_context(|| {
+                    format!(
+                        "channels.eissd.responses.source: cannot use {}",
+                        crate::app::redact_url(&url)
+                    )
+                })?);
+            }
+        }
+        Ok(Built {
+            plugin: Arc::new(EissdPlugin {
+                enabled,
+                source: Mutex::new(source),
+                counters: Arc::default(),
+            }),
+            connectors,
+        })
+    }
+}
+
+/// The EISSD hooks: the DWH poller and its counters.
+pub struct EissdPlugin {
+    enabled: bool,
+    /// Taken by the poller when it starts.
+    source: Mutex<Option<dwh::Source>>,
+    counters: Arc<dwh::Counters>,
+}
+
+impl Plugin for EissdPlugin {
+    fn family(&self) -> &'static str {
+        "eissd"
+    }
+
+    fn jobs(self: Arc<Self>, shared: &Arc<Shared>, shutdown: &CancellationToken) -> Vec<Job> {
+        let Some(source) = self.source.lock().expect("source lock").take() else {
+            return Vec::new();
+        };
+        let cfg = shared
+            .config
+            .channels
+            .eissd
+            .responses
+            .clone()
+            .unwrap_or_default();
+        vec![Job {
+            name: dwh::JOB.to_owned(),
+            task: tokio::spawn(dwh::run(
+                Arc::clone(shared),
+                source,
+                cfg,
+                Arc::clone(&self.counters),
+                shutdown.clone(),
+            )),
+        }]
+    }
+
+    fn metrics(&self, _shared: &Shared, out: &mut String) {
+        if !self.enabled {
+            return;
+        }
+        let m = &self.counters;
+        let g = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        counter(
+            out,
+            "clm_dwh_rows_total",
+            "EISSD response rows read from the DWH table, by outcome.",
+            &[
+                ("{outcome=\"recorded\"}", g(&m.recorded)),
+                ("{outcome=\"duplicate\"}", g(&m.duplicate)),
+                ("{outcome=\"unknown_communication\"}", g(&m.unknown)),
+                ("{outcome=\"malformed\"}", g(&m.malformed)),
+            ],
+        );
+        counter(
+            out,
+            "clm_dwh_polls_total",
+            "Polls of the EISSD DWH table.",
+            &[("", g(&m.polls))],
+        );
+        counter(
+            out,
+            "clm_dwh_late_rows_total",
+            "EISSD rows found behind the watermark by the rescan (visible later than settle_ms).",
+            &[("", g(&m.late))],
+        );
+        counter(
+            out,
+            "clm_dwh_errors_total",
+            "Failed polls of the EISSD DWH table (source or store unavailable).",
+            &[("", g(&m.errors))],
+        );
+        gauge(
+            out,
+            "clm_dwh_watermark_lag_ms",
+            "How far the EISSD poller's persisted watermark is behind now.",
+            g(&m.lag_ms),
+        );
+    }
+}
+
+/// The DWH table the bundled mock of `id` writes its responses to (EISSD in sandbox mode).
+pub(crate) fn sandbox_source(config: &Config, id: ChannelId) -> Option<String> {
+    (id == ChannelId::Eissd)
+        .then(|| source_url(config))
+        .flatten()
+}
 
 /// Where EISSD's responses are read from: the configured source, or in sandbox mode the SQLite
 /// file the bundled EISSD mock writes.

@@ -1,17 +1,124 @@
-//! The HTTP JSON family (`wink`, `elk`; EISSD sends the same way): its settings ([`config`]) and
-//! how a connector is built from them (the endpoint, or the bundled mock in sandbox mode).
+//! The HTTP JSON family (`wink`, `elk`; EISSD sends the same way): its settings ([`config`]), how
+//! a connector is built from them (the endpoint, or the bundled mock in sandbox mode), and its
+//! plug-in: the webhook parser of `/ingest/wink` and `/ingest/elk`.
 
 pub mod config;
 
 use std::sync::Arc;
 
 use anyhow::Context;
-use clm_connectors::Connector;
+use async_trait::async_trait;
+use axum::http::Method;
 use clm_connectors::json_http::{Endpoint, JsonHttpConnector};
+use clm_connectors::{Connector, Report};
 use clm_contracts::ChannelId;
-use clm_mocks::ChannelMock;
+use clm_mocks::{ChannelMock, ChannelMockConfig, ResponsesConfig};
 
+use super::{Build, Built, Family, Plugin, ReportRequest};
+use crate::app::Sandbox;
 use crate::config::Config;
+
+/// The HTTP JSON family.
+pub struct JsonHttp;
+
+const SERVES: [ChannelId; 2] = [ChannelId::Wink, ChannelId::Elk];
+
+#[async_trait]
+impl Family for JsonHttp {
+    fn name(&self) -> &'static str {
+        "json_http"
+    }
+
+    fn serves(&self) -> &'static [ChannelId] {
+        &SERVES
+    }
+
+    async fn start_mocks(
+        &self,
+        config: &Config,
+        public_url: &str,
+        sandbox: &mut Sandbox,
+    ) -> anyhow::Result<()> {
+        for id in SERVES {
+            if config.channel(id).is_enabled() {
+                start_mock(config, public_url, id, sandbox).await?;
+            }
+        }
+        Ok(())
+    }
+
+    fn build(&self, b: &Build<'_>) -> anyhow::Result<Built> {
+        let mut connectors = Vec::new();
+        for id in SERVES {
+            if b.config.channel(id).is_enabled() {
+                let mock = b.sandbox.and_then(|s| s.mock(id));
+                connectors.push((id, connector(b.config, id, mock)?));
+            }
+        }
+        Ok(Built {
+            plugin: Arc::new(JsonHttpPlugin),
+            connectors,
+        })
+    }
+}
+
+/// Starts the bundled mock of an HTTP JSON channel (wink, elk, eissd) into `sandbox`: it answers
+/// with the channel's typical responses, as webhooks to the hub (wink, elk) or as rows of the DWH
+/// table the hub reads (eissd).
+pub(crate) async fn start_mock(
+    config: &Config,
+    public_url: &str,
+    id: ChannelId,
+    sandbox: &mut Sandbox,
+) -> anyhow::Result<()> {
+    let ch = config.channel(id);
+    let dwh_url = crate::channels::eissd::sandbox_source(config, id);
+    let responses = ResponsesConfig {
+        webhook_url: dwh_url
+            .is_none()
+            .then(|| format!("{}/ingest/{id}", public_url.trim_end_matches('/'))),
+        token: ch.ingest().and_then(|i| i.token.clone()),
+        hmac_secret: ch.ingest().and_then(|i| i.hmac_secret.clone()),
+        ..ResponsesConfig::typical(id)
+    };
+    let mock_config = ChannelMockConfig {
+        responses,
+        dwh_url,
+        ..ChannelMockConfig::default()
+    };
+    let mock = ChannelMock::start(id, ([127, 0, 0, 1], 0).into(), mock_config)
+        .await
+        .with_context(|| format!("starting the bundled {id} mock"))?;
+    sandbox.channels.insert(id, mock);
+    Ok(())
+}
+
+/// The Wink and ELK hooks: their signed JSON webhooks at ingest.
+pub struct JsonHttpPlugin;
+
+impl Plugin for JsonHttpPlugin {
+    fn family(&self) -> &'static str {
+        "json_http"
+    }
+
+    fn parse_report(&self, req: &ReportRequest<'_>) -> Result<Report, String> {
+        if *req.method != Method::POST {
+            return Err(format!(
+                "{} webhooks are POSTed as JSON bodies",
+                req.channel
+            ));
+        }
+        clm_connectors::json_http::parse_webhook(req.channel, req.body).map_err(|e| e.to_string())
+    }
+
+    fn reported_field(&self, channel: ChannelId, field: &'static str) -> String {
+        match field {
+            "report id" => "event_id".to_owned(),
+            "detail" => format!("{channel}_id"),
+            other => other.to_owned(),
+        }
+    }
+}
 
 /// The endpoint of an HTTP channel: the sandbox mock's URL, or the configured one with its auth
 /// and TLS files.

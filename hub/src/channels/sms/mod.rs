@@ -1,16 +1,110 @@
-//! The SMS family (`sms`): its settings ([`config`]) and how its connector is built from them
-//! (Kannel or a JSON gateway; the bundled SMS mock in sandbox mode).
+//! The SMS family (`sms`): its settings ([`config`]), how its connector is built from them
+//! (Kannel or a JSON gateway; the bundled SMS mock in sandbox mode), and its plug-in: the segment
+//! count at intake and the delivery-report parser of `/ingest/sms`.
 
 pub mod config;
 
 use std::sync::Arc;
 
 use anyhow::Context;
-use clm_connectors::Connector;
-use clm_connectors::sms::{Dialect, SmsConfig, SmsConnector};
+use async_trait::async_trait;
+use axum::http::{Method, header};
+use clm_connectors::sms::{Dialect, SmsConfig, SmsConnector, json as sms_json, kannel};
+use clm_connectors::{Connector, Report};
+use clm_contracts::{ChannelId, Communication};
 use clm_mocks::SmsMock;
 
+use super::{Build, Built, Family, Plugin, ReportRequest};
+use crate::app::Sandbox;
 use crate::config::{Config, SmsDialect};
+
+/// The SMS family.
+pub struct Sms;
+
+#[async_trait]
+impl Family for Sms {
+    fn name(&self) -> &'static str {
+        "sms"
+    }
+
+    fn serves(&self) -> &'static [ChannelId] {
+        &[ChannelId::Sms]
+    }
+
+    async fn start_mocks(
+        &self,
+        _config: &Config,
+        _public_url: &str,
+        sandbox: &mut Sandbox,
+    ) -> anyhow::Result<()> {
+        let mock = SmsMock::start(([127, 0, 0, 1], 0).into())
+            .await
+            .context("starting the bundled SMS mock")?;
+        sandbox.sms = Some(mock);
+        Ok(())
+    }
+
+    fn build(&self, b: &Build<'_>) -> anyhow::Result<Built> {
+        let mut connectors = Vec::new();
+        if b.config.channel(ChannelId::Sms).is_enabled() {
+            let mock = b.sandbox.and_then(|s| s.sms.as_ref());
+            connectors.push((ChannelId::Sms, connector(b.config, b.public_url, mock)?));
+        }
+        Ok(Built {
+            plugin: Arc::new(SmsPlugin),
+            connectors,
+        })
+    }
+}
+
+/// The SMS hooks: segments at intake, delivery reports at ingest.
+pub struct SmsPlugin;
+
+impl Plugin for SmsPlugin {
+    fn family(&self) -> &'static str {
+        "sms"
+    }
+
+    /// A long text goes as several segments (GSM 03.38 or UCS-2), each billed and reported.
+    fn parts(&self, comm: &Communication) -> u32 {
+        let text = comm.content.text.as_deref().unwrap_or_default();
+        u32::try_from(clm_contracts::sms::segment(text).parts).unwrap_or(1)
+    }
+
+    /// Kannel reports come as GET query parameters or as a POSTed form; the JSON dialect as a
+    /// POSTed JSON body.
+    fn parse_report(&self, req: &ReportRequest<'_>) -> Result<Report, String> {
+        let is_json = req
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/json"));
+        if *req.method == Method::POST && is_json {
+            let route_id = form_urlencoded::parse(req.query.as_bytes())
+                .find(|(k, _)| k == "id")
+                .map(|(_, v)| v.into_owned());
+            return sms_json::parse_report(req.body, route_id.as_deref())
+                .map_err(|e| e.to_string());
+        }
+        let mut params: Vec<(String, String)> = form_urlencoded::parse(req.query.as_bytes())
+            .into_owned()
+            .collect();
+        if *req.method == Method::POST {
+            params.extend(form_urlencoded::parse(req.body).into_owned());
+        }
+        kannel::parse_report(&params).map_err(|e| e.to_string())
+    }
+
+    fn reported_field(&self, _channel: ChannelId, field: &'static str) -> String {
+        match field {
+            "report id" => "smsc_id (or message_id)",
+            "detail" => "answer",
+            "message id" => "message_id",
+            other => other,
+        }
+        .to_owned()
+    }
+}
 
 /// The SMS connector: the configured gateway, or (sandbox) the bundled SMS mock.
 pub fn connector(

@@ -27,7 +27,7 @@
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -47,6 +47,21 @@ use crate::store::{Correlation, IncomingResponse, ResponseOutcome};
 pub const WATERMARK: &str = "eissd.dwh";
 /// The singleton job's name (Redis lock `lock:<name>`).
 pub const JOB: &str = "eissd-dwh-poller";
+
+/// What the poller counts (`clm_dwh_*` in `/metrics`).
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub polls: AtomicU64,
+    pub recorded: AtomicU64,
+    pub duplicate: AtomicU64,
+    pub unknown: AtomicU64,
+    pub malformed: AtomicU64,
+    pub errors: AtomicU64,
+    /// Rows found by the rescan behind the watermark: they became visible after `settle_ms`.
+    pub late: AtomicU64,
+    /// How far behind now the persisted watermark is.
+    pub lag_ms: AtomicU64,
+}
 
 /// Position of a row in the table's order.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -257,6 +272,7 @@ fn parse_sqlite_time(s: &str) -> Option<DateTime<Utc>> {
 /// The poller of one hub; [`run`] keeps it going on whichever instance holds the singleton lock.
 pub struct Poller {
     shared: Arc<Shared>,
+    counters: Arc<Counters>,
     source: Source,
     config: DwhConfig,
     /// Rows recorded that are still ahead of the persisted watermark (younger than the settle
@@ -271,23 +287,26 @@ pub async fn run(
     shared: Arc<Shared>,
     source: Source,
     config: DwhConfig,
+    counters: Arc<Counters>,
     shutdown: CancellationToken,
 ) {
     let coord = shared.coord.clone();
     let ttl = Duration::from_secs(15);
-    run_singleton_poller(shared, source, config, &coord, ttl, shutdown).await;
+    run_singleton_poller(shared, source, config, counters, &coord, ttl, shutdown).await;
 }
 
 async fn run_singleton_poller(
     shared: Arc<Shared>,
     source: Source,
     config: DwhConfig,
+    counters: Arc<Counters>,
     coord: &crate::coordination::Coordination,
     ttl: Duration,
     shutdown: CancellationToken,
 ) {
     let poller = Arc::new(tokio::sync::Mutex::new(Poller {
         shared,
+        counters,
         source: source.clone(),
         config,
         recent: HashMap::new(),
@@ -332,10 +351,7 @@ impl Poller {
                 }
                 Err(e) => {
                     failures += 1;
-                    self.shared
-                        .metrics
-                        .dwh_errors
-                        .fetch_add(1, Ordering::Relaxed);
+                    self.counters.errors.fetch_add(1, Ordering::Relaxed);
                     if failures == 1 || failures.is_power_of_two() {
                         warn!(error = %e, failures, "EISSD response polling failed; retrying");
                     }
@@ -356,10 +372,7 @@ impl Poller {
     /// was full (stopped early by `stop`).
     pub async fn poll_once(&mut self, stop: &CancellationToken) -> anyhow::Result<bool> {
         let store = self.shared.store.clone();
-        self.shared
-            .metrics
-            .dwh_polls
-            .fetch_add(1, Ordering::Relaxed);
+        self.counters.polls.fetch_add(1, Ordering::Relaxed);
         let mut watermark = match store.watermark(WATERMARK).await? {
             Some((pos, key)) => Cursor::parse(&pos, &key).ok_or_else(|| {
                 anyhow::anyhow!("source_watermarks.{WATERMARK} is unreadable: {pos}")
@@ -389,10 +402,7 @@ impl Poller {
                     Err((c, why)) => {
                         // Counted once: while it is ahead of the watermark for the first time.
                         if !self.recent.contains_key(&c.response_id) {
-                            self.shared
-                                .metrics
-                                .dwh_malformed
-                                .fetch_add(1, Ordering::Relaxed);
+                            self.counters.malformed.fetch_add(1, Ordering::Relaxed);
                             warn!(response_id = %c.response_id, reason = %why, "EISSD response row skipped");
                             self.recent.insert(c.response_id.clone(), c.created_at);
                         }
@@ -431,7 +441,7 @@ impl Poller {
         unknown.report();
         // What the watermark now covers need not be remembered.
         self.recent.retain(|_, at| *at > watermark.created_at);
-        self.shared.metrics.dwh_lag_ms.store(
+        self.counters.lag_ms.store(
             u64::try_from((Utc::now() - watermark.created_at).num_milliseconds()).unwrap_or(0),
             Ordering::Relaxed,
         );
@@ -522,28 +532,28 @@ impl Poller {
             .store
             .record_responses(&items, Utc::now())
             .await?;
-        let m = &self.shared.metrics;
+        let m = &*self.counters;
         let mut recorded = 0_u64;
         for (row, outcome) in rows.iter().zip(outcomes) {
             match (outcome, pass) {
                 (ResponseOutcome::Recorded, Pass::Live) => {
                     recorded += 1;
-                    m.dwh_recorded.fetch_add(1, Ordering::Relaxed);
+                    m.recorded.fetch_add(1, Ordering::Relaxed);
                 }
                 (ResponseOutcome::Recorded, Pass::Rescan) => {
                     recorded += 1;
-                    m.dwh_recorded.fetch_add(1, Ordering::Relaxed);
-                    m.dwh_late.fetch_add(1, Ordering::Relaxed);
+                    m.recorded.fetch_add(1, Ordering::Relaxed);
+                    m.late.fetch_add(1, Ordering::Relaxed);
                     warn!(response_id = %row.response_id, created_at = %row.created_at,
                         "EISSD response row became visible after the watermark passed it (raise settle_ms?); recorded late");
                 }
                 (ResponseOutcome::Duplicate, Pass::Live) => {
-                    m.dwh_duplicate.fetch_add(1, Ordering::Relaxed);
+                    m.duplicate.fetch_add(1, Ordering::Relaxed);
                 }
                 // A rescan reads what was recorded already: that is its point, not news.
                 (ResponseOutcome::Duplicate, Pass::Rescan) => {}
                 (ResponseOutcome::NotFound, Pass::Live) => {
-                    m.dwh_unknown.fetch_add(1, Ordering::Relaxed);
+                    m.unknown.fetch_add(1, Ordering::Relaxed);
                     unknown.note(&row.response_id);
                 }
                 (ResponseOutcome::NotFound, Pass::Rescan) => {}

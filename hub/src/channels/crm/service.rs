@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Extension, Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use clm_connectors::soap::{
@@ -44,16 +44,16 @@ use crate::store::{Correlation, IncomingResponse, ResponseOutcome};
 /// The service name in `/soap/{service}`.
 pub const RESPONSES: &str = "responses";
 
-const WSDL: &str = include_str!("../../wsdl/hub-responses-v1.wsdl");
+const WSDL: &str = include_str!("../../../../wsdl/hub-responses-v1.wsdl");
 /// The schemas the WSDL imports, by the file name it imports them under.
 const SCHEMAS: [(&str, &str); 2] = [
     (
         "hub-responses-v1.xsd",
-        include_str!("../../wsdl/hub-responses-v1.xsd"),
+        include_str!("../../../../wsdl/hub-responses-v1.xsd"),
     ),
     (
         "clm-common-v1.xsd",
-        include_str!("../../wsdl/clm-common-v1.xsd"),
+        include_str!("../../../../wsdl/clm-common-v1.xsd"),
     ),
 ];
 /// The address the committed WSDL carries, replaced by the hub's own.
@@ -67,17 +67,16 @@ fn xml(status: StatusCode, version: SoapVersion, body: String) -> Response {
     r
 }
 
-fn fault(shared: &Shared, version: SoapVersion, code: FaultCode, detail: ClmFault) -> Response {
-    shared.metrics.soap_faults.fetch_add(1, Ordering::Relaxed);
+/// A SOAP fault (counted by [`post`], which counts every answer that is not a 200).
+fn fault(version: SoapVersion, code: FaultCode, detail: ClmFault) -> Response {
     let status = StatusCode::from_u16(version.fault_http_status(&code))
         .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let body = fault_envelope(version, code, &detail.text.clone(), Some(&detail));
     xml(status, version, body)
 }
 
-fn client_fault(shared: &Shared, version: SoapVersion, code: &str, text: String) -> Response {
+fn client_fault(version: SoapVersion, code: &str, text: String) -> Response {
     fault(
-        shared,
         version,
         FaultCode::Client,
         ClmFault {
@@ -217,11 +216,26 @@ fn check_early(
     }
 }
 
-/// `POST /soap/{service}`.
+/// `POST /soap/{service}`. Every answer that is not a 200 is a SOAP fault, and is counted
+/// (`clm_soap_faults_total`).
 pub async fn post(
     State(shared): State<Arc<Shared>>,
+    Extension(plugin): Extension<Arc<super::CrmPlugin>>,
     Path(name): Path<String>,
     headers: HeaderMap,
+    body: axum::body::Body,
+) -> Response {
+    let answer = respond(&shared, &name, &headers, body).await;
+    if answer.status() != StatusCode::OK {
+        plugin.soap_faults.fetch_add(1, Ordering::Relaxed);
+    }
+    answer
+}
+
+async fn respond(
+    shared: &Shared,
+    name: &str,
+    headers: &HeaderMap,
     body: axum::body::Body,
 ) -> Response {
     // Until the envelope says otherwise, answer in the version the Content-Type announces.
@@ -232,12 +246,11 @@ pub async fn post(
         .unwrap_or(SoapVersion::V11);
     if name != RESPONSES {
         return client_fault(
-            &shared,
             announced,
             "UNKNOWN_SERVICE",
             format!(
                 "no SOAP service `{}` here; the hub serves /soap/{RESPONSES}",
-                short(&name)
+                short(name)
             ),
         );
     }
@@ -246,8 +259,8 @@ pub async fn post(
         ..Limits::DEFAULT
     };
     // HTTP Basic is checked before the body: wrong credentials are refused whatever it holds.
-    let basic_refused = match (open(&shared), crate::ingest::basic_credentials(&headers)) {
-        (Ok(false), Some((user, password))) => known(&shared, &user, &password).err(),
+    let basic_refused = match (open(shared), crate::ingest::basic_credentials(headers)) {
+        (Ok(false), Some((user, password))) => known(shared, &user, &password).err(),
         _ => None,
     };
     // Read no more than the limit allows: an oversized request costs a fault, not memory. (A
@@ -256,40 +269,38 @@ pub async fn post(
         Ok(b) => b,
         Err(_) => {
             if let Some(why) = basic_refused {
-                return unauthenticated(&shared, announced, why);
+                return unauthenticated(shared, announced, why);
             }
             let e = SoapError::TooLarge {
                 max: limits.max_bytes,
                 unit: "bytes",
             };
-            return fault(&shared, announced, e.fault_code(), e.clm_fault());
+            return fault(announced, e.fault_code(), e.clm_fault());
         }
     };
     // The caller's token is checked from the header before the envelope is parsed in full.
     if let Err((version, why)) =
-        check_early(&shared, &headers, basic_refused, &body, limits, announced)
+        check_early(shared, headers, basic_refused, &body, limits, announced)
     {
-        return unauthenticated(&shared, version, why);
+        return unauthenticated(shared, version, why);
     }
     let parsed = match parse_envelope(&body, limits) {
         Ok(p) => p,
         Err(SoapError::VersionMismatch) => {
-            shared.metrics.soap_faults.fetch_add(1, Ordering::Relaxed);
             let body =
                 version_mismatch_envelope(SoapVersion::V11, &[SoapVersion::V11, SoapVersion::V12]);
             return xml(StatusCode::INTERNAL_SERVER_ERROR, SoapVersion::V11, body);
         }
         Err(e) => {
-            return fault(&shared, announced, e.fault_code(), e.clm_fault());
+            return fault(announced, e.fault_code(), e.clm_fault());
         }
     };
     let version = parsed.version;
-    let who = match caller(&shared, &headers, parsed.security.as_ref()) {
+    let who = match caller(shared, headers, parsed.security.as_ref()) {
         Ok(c) => c,
-        Err(why) => return unauthenticated(&shared, version, why),
+        Err(why) => return unauthenticated(shared, version, why),
     };
     if !parsed.must_understand.is_empty() {
-        shared.metrics.soap_faults.fetch_add(1, Ordering::Relaxed);
         let body = must_understand_envelope(version, &parsed.must_understand);
         return xml(StatusCode::INTERNAL_SERVER_ERROR, version, body);
     }
@@ -297,7 +308,6 @@ pub async fn post(
         Body::SubmitResponses(r) => r,
         other => {
             return client_fault(
-                &shared,
                 version,
                 "UNKNOWN_OPERATION",
                 format!(
@@ -314,7 +324,6 @@ pub async fn post(
             .any(|s| *s == request.source_system.to_string())
     {
         return client_fault(
-            &shared,
             version,
             "NOT_ALLOWED",
             format!(
@@ -324,7 +333,7 @@ pub async fn post(
             ),
         );
     }
-    match record(&shared, &request).await {
+    match record(shared, &request).await {
         Ok(answer) => {
             let body = envelope(version, &answer, None);
             xml(StatusCode::OK, version, body)
@@ -332,7 +341,6 @@ pub async fn post(
         Err(e) => {
             warn!(error = %e, "SOAP responses not recorded: store unavailable");
             fault(
-                &shared,
                 version,
                 FaultCode::Server,
                 ClmFault {
@@ -352,7 +360,7 @@ fn unauthenticated(shared: &Shared, version: SoapVersion, why: &str) -> Response
         .metrics
         .ingest_unauthorized
         .fetch_add(1, Ordering::Relaxed);
-    client_fault(shared, version, "UNAUTHENTICATED", why.to_owned())
+    client_fault(version, "UNAUTHENTICATED", why.to_owned())
 }
 
 /// At most 64 characters of a caller-supplied name, for fault texts.

@@ -25,6 +25,8 @@ use tokio_util::sync::CancellationToken;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::sensitive_headers::SetSensitiveHeadersLayer;
 use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
+use tracing::Level;
 use tracing::{debug, error, info, warn};
 
 use crate::state::Shared;
@@ -76,6 +78,9 @@ impl From<crate::store::StoreError> for ApiError {
 //    so an idle keep-alive connection is closed after that long too.
 // 2. Headers named in [`SENSITIVE_HEADERS`] are marked sensitive, so no `Debug` of a request
 //    or response (a trace, a panic message) prints the credentials they carry.
+//    Then tower-http's trace layer: a span per request with the method and the path only (a
+//    query may carry an ingest token, and a Kannel report's carries the recipient), the answer's
+//    status and latency at debug level, server errors at warn.
 // 3. [`REQUEST_TIMEOUT`] around everything after: reading the body and the handler.
 // 4. The route's body limit: a `Content-Length` over it is answered 413 before anything else
 //    runs (authentication included), and a body without one is cut off at the limit as it is
@@ -158,6 +163,15 @@ pub fn router(shared: Arc<Shared>) -> Router {
         StatusCode::SERVICE_UNAVAILABLE,
         REQUEST_TIMEOUT,
     ))
+    .layer(
+        TraceLayer::new_for_http()
+            .make_span_with(|req: &Request| {
+                tracing::debug_span!("http", method = %req.method(), path = %req.uri().path())
+            })
+            .on_request(())
+            .on_response(DefaultOnResponse::new().level(Level::DEBUG))
+            .on_failure(DefaultOnFailure::new().level(Level::WARN)),
+    )
     .layer(SetSensitiveHeadersLayer::new(SENSITIVE_HEADERS))
     .with_state(shared)
 }

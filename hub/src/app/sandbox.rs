@@ -50,10 +50,9 @@ impl Sandbox {
 
     /// The CRM mock a CRM channel sends to.
     pub fn crm_mock(&self, channel: ChannelId) -> Option<&CrmMock> {
-        match channel {
-            ChannelId::SapCrm => self.sap_crm.as_ref(),
-            ChannelId::Amdocs | ChannelId::CrmB2c => self.crm_esb.as_ref(),
-            _ => None,
+        match crate::channels::crm::mock_kind(channel)? {
+            clm_mocks::CrmKind::SapCrm => self.sap_crm.as_ref(),
+            clm_mocks::CrmKind::Esb => self.crm_esb.as_ref(),
         }
     }
 

@@ -8,10 +8,11 @@ use std::time::Duration;
 use clm_connectors::Connector;
 use clm_contracts::ChannelId;
 use clm_contracts::api::ChannelCounters as CountersView;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::service::{AttemptService, attempt_service};
 use crate::channels::{NoHooks, Plugin};
 use crate::config::PolicyConfig;
 use crate::coordination::SharedLimiter;
@@ -59,7 +60,8 @@ pub struct Channel {
     pub connector: Arc<dyn Connector>,
     /// The channel's rate limit: governor in-process, or GCRA in Redis shared by all instances.
     pub limiter: SharedLimiter,
-    pub slots: Arc<Semaphore>,
+    /// The per-attempt stack: the connector under the concurrency limit and the timeout.
+    pub service: AttemptService,
     pub breaker: Breaker,
     pub window: Option<SendWindow>,
     pub counters: ChannelCounters,
@@ -83,12 +85,17 @@ impl Channel {
             .window
             .as_ref()
             .map(|w| SendWindow::parse(w).expect("validated at config load"));
+        let service = attempt_service(
+            Arc::clone(&connector),
+            policy.concurrency as usize,
+            Duration::from_millis(policy.timeout_ms),
+        );
         Channel {
             id,
             plugin: Arc::new(NoHooks),
             connector,
+            service,
             limiter,
-            slots: Arc::new(Semaphore::new(policy.concurrency as usize)),
             breaker: Breaker::new(
                 policy.breaker.failure_threshold,
                 Duration::from_millis(policy.breaker.open_ms),

@@ -10,10 +10,12 @@
 //! 3. **rate limit** (governor GCRA, `rate` and `burst`), before anything that holds a resource,
 //!    so waiting for a token holds no connection slot;
 //! 4. **channel throttle**: after a 429 the whole channel waits for `Retry-After`;
-//! 5. **concurrency limit** (a semaphore of `concurrency` permits);
+//! 5. **concurrency limit** (`concurrency` permits: [`tower::limit::ConcurrencyLimit`] of the
+//!    channel's attempt [`service`], waited for with the lease renewed meanwhile);
 //! 6. **circuit breaker**: when open, the rest of the claim goes back to the store due when it
 //!    half-opens; only one probe goes through while half-open;
-//! 7. **per-attempt timeout** around the connector call;
+//! 7. **per-attempt timeout** around the connector call ([`tower::timeout::Timeout`] of the same
+//!    service; elapsed is `unknown`, or a retry where `on_timeout = "retry"`);
 //! 8. **connector**, whose answer is classified once ([`clm_connectors::Outcome`]).
 //!
 //! Retries are durable: a retryable outcome puts the communication in `retry_wait` in the store
@@ -23,6 +25,7 @@
 mod channel;
 mod finisher;
 mod send;
+pub mod service;
 
 pub use channel::{Channel, ChannelCounters};
 pub use finisher::Finisher;

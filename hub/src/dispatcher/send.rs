@@ -13,6 +13,7 @@ use tracing::{debug, warn};
 
 use super::channel::Channel;
 use super::give_back;
+use super::service::{self, AttemptService};
 use crate::channels::Gate;
 use crate::config::TimeoutPolicy;
 use crate::policy::backoff::retry_delay;
@@ -288,14 +289,15 @@ pub async fn dispatch_batch(
             lease.hold(shared, tokio::time::sleep(wait)).await;
         }
         // 5. concurrency
-        let permit = tokio::select! {
-            p = lease.hold(shared, ch.slots.clone().acquire_owned()) => p.expect("semaphore never closed"),
+        let mut svc = ch.service.clone();
+        tokio::select! {
+            _ = lease.hold(shared, service::ready(&mut svc)) => {}
             _ = shutdown.cancelled() => {
                 let rest: Vec<Claimed> = std::iter::once(c).chain(queue).collect();
                 give_back(shared, rest, Utc::now(), "hub shutting down").await;
                 return;
             }
-        };
+        }
         // The waits may have outlasted an expiry, a cancel, a pause or the window: look again.
         let c = match settle(shared, ch, c, &mut queue).await {
             Settled::Send(c) => *c,
@@ -329,7 +331,7 @@ pub async fn dispatch_batch(
         let ch = Arc::clone(ch);
         tokio::spawn(async move {
             use futures_util::FutureExt;
-            let attempted = std::panic::AssertUnwindSafe(attempt(&ch, &c, probe))
+            let attempted = std::panic::AssertUnwindSafe(attempt(&ch, &c, probe, svc))
                 .catch_unwind()
                 .await;
             let (finish, opened, outcome) = match attempted {
@@ -340,7 +342,6 @@ pub async fn dispatch_batch(
                 // ever.
                 Err(_) => panicked(&ch, &c),
             };
-            drop(permit);
             ch.plugin.after_attempt(&shared, &c, &outcome).await;
             if opened {
                 // Every instance holds off, not just this one.
@@ -387,20 +388,18 @@ fn panicked(ch: &Channel, c: &Claimed) -> (Finish, bool, Outcome) {
 }
 
 /// 7–8: one timed attempt, classified, turned into the communication's next state.
-async fn attempt(ch: &Channel, c: &Claimed, probe: bool) -> (Finish, bool, Outcome) {
+///
+/// `svc` holds the concurrency permit; the call gives it back when the answer or the timeout
+/// comes (or when a panic drops the call).
+async fn attempt(
+    ch: &Channel,
+    c: &Claimed,
+    probe: bool,
+    mut svc: AttemptService,
+) -> (Finish, bool, Outcome) {
     let started_at = Utc::now();
     let t0 = Instant::now();
-    let timeout = Duration::from_millis(ch.policy.timeout_ms);
-    let outcome = match tokio::time::timeout(timeout, ch.connector.send(&c.comm)).await {
-        Ok(o) => o,
-        Err(_) => Outcome::Unknown {
-            reason: format!(
-                "no answer within {} ms; the channel may have taken it",
-                ch.policy.timeout_ms
-            ),
-            answer: "timeout".into(),
-        },
-    };
+    let outcome = service::call(&mut svc, &c.comm, ch.policy.timeout_ms).await;
     // A timeout toward a channel configured as safe to resend becomes a retry.
     let outcome = match outcome {
         Outcome::Unknown { reason, answer } if ch.policy.on_timeout == TimeoutPolicy::Retry => {

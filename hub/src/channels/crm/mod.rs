@@ -47,14 +47,18 @@ impl Family for Crm {
         public_url: &str,
         sandbox: &mut Sandbox,
     ) -> anyhow::Result<()> {
-        if config.channel(ChannelId::SapCrm).is_enabled() {
-            sandbox.sap_crm = Some(start_mock(config, public_url, CrmKind::SapCrm).await?);
-        }
-        if [ChannelId::Amdocs, ChannelId::CrmB2c]
-            .iter()
-            .any(|id| config.channel(*id).is_enabled())
-        {
-            sandbox.crm_esb = Some(start_mock(config, public_url, CrmKind::Esb).await?);
+        for kind in [CrmKind::SapCrm, CrmKind::Esb] {
+            let wanted = SERVES
+                .iter()
+                .any(|id| mock_kind(*id) == Some(kind) && config.channel(*id).is_enabled());
+            if !wanted {
+                continue;
+            }
+            let mock = start_mock(config, public_url, kind).await?;
+            match kind {
+                CrmKind::SapCrm => sandbox.sap_crm = Some(mock),
+                CrmKind::Esb => sandbox.crm_esb = Some(mock),
+            }
         }
         Ok(())
     }
@@ -71,6 +75,16 @@ impl Family for Crm {
             plugin: Arc::new(CrmPlugin::default()),
             connectors,
         })
+    }
+}
+
+/// Which bundled mock a CRM channel sends to in sandbox mode: SAP CRM's own service, or the CRM
+/// ESB (Amdocs, CRM B2C).
+pub(crate) fn mock_kind(id: ChannelId) -> Option<CrmKind> {
+    match id {
+        ChannelId::SapCrm => Some(CrmKind::SapCrm),
+        ChannelId::Amdocs | ChannelId::CrmB2c => Some(CrmKind::Esb),
+        _ => None,
     }
 }
 

@@ -136,7 +136,7 @@ async fn build(
         sandbox,
     };
     for family in crate::channels::families() {
-        let built = family.build(&b)?;
+        let built = (family.build)(&b)?;
         for (id, connector) in built.connectors {
             let policy = config.channel(id).policy().clone();
             let limiter = crate::coordination::SharedLimiter::new(

@@ -30,13 +30,18 @@ impl Sandbox {
         let mut sandbox = Sandbox::default();
         for family in crate::channels::families() {
             if !family
-                .serves()
+                .serves
                 .iter()
                 .any(|id| config.channel(*id).is_enabled())
             {
                 continue;
             }
-            if let Err(e) = family.start_mocks(config, public_url, &mut sandbox).await {
+            let mut mocks = crate::channels::Mocks {
+                config,
+                public_url,
+                sandbox: &mut sandbox,
+            };
+            if let Err(e) = (family.start_mocks)(&mut mocks).await {
                 sandbox.shutdown().await;
                 return Err(e);
             }

@@ -30,6 +30,7 @@ use axum::http::{HeaderMap, Method};
 use axum::response::Response;
 use clm_connectors::{Connector, Outcome, Report};
 use clm_contracts::{ChannelId, Communication};
+use futures_util::future::BoxFuture;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -53,49 +54,72 @@ pub struct Built {
     pub connectors: Vec<(ChannelId, Arc<dyn Connector>)>,
 }
 
+/// What a family's sandbox mocks are started with, and where they go.
+pub struct Mocks<'a> {
+    pub config: &'a Config,
+    /// The hub's base URL, where the mocks send their responses.
+    pub public_url: &'a str,
+    pub sandbox: &'a mut Sandbox,
+}
+
 /// A channel family, known at compile time: which ids it serves, its sandbox mocks, and how its
-/// runtime part is built.
-#[async_trait]
-pub trait Family: Sync {
+/// runtime part is built. Plain data and functions (a `static` per family), so a family states
+/// only what is its own.
+pub struct Family {
     /// The family's name (logs, the registry test).
-    fn name(&self) -> &'static str;
-
+    pub name: &'static str,
     /// The channel ids this family serves.
-    fn serves(&self) -> &'static [ChannelId];
-
-    /// Starts the bundled mocks of this family's enabled channels into `sandbox`.
-    async fn start_mocks(
-        &self,
-        config: &Config,
-        public_url: &str,
-        sandbox: &mut Sandbox,
-    ) -> anyhow::Result<()>;
-
+    pub serves: &'static [ChannelId],
+    /// Starts the bundled mocks of this family's enabled channels (called only when one is).
+    pub start_mocks: for<'a, 'b> fn(&'a mut Mocks<'b>) -> BoxFuture<'a, anyhow::Result<()>>,
     /// Builds the family's plug-in (always: its routes answer whether or not a channel is
     /// enabled) and the connectors of its enabled channels. A setting that cannot be used fails
     /// here, before any task starts.
-    fn build(&self, b: &Build<'_>) -> anyhow::Result<Built>;
+    pub build: fn(&Build<'_>) -> anyhow::Result<Built>,
+}
+
+impl Family {
+    pub const fn new(
+        name: &'static str,
+        serves: &'static [ChannelId],
+        start_mocks: for<'a, 'b> fn(&'a mut Mocks<'b>) -> BoxFuture<'a, anyhow::Result<()>>,
+        build: fn(&Build<'_>) -> anyhow::Result<Built>,
+    ) -> Family {
+        Family {
+            name,
+            serves,
+            start_mocks,
+            build,
+        }
+    }
+}
+
+impl Mocks<'_> {
+    /// The config, the hub's URL and the sandbox, to use at once.
+    pub fn parts(&mut self) -> (&Config, &str, &mut Sandbox) {
+        (self.config, self.public_url, self.sandbox)
+    }
 }
 
 /// Every family, once.
-pub fn families() -> [&'static dyn Family; 5] {
+pub fn families() -> [&'static Family; 5] {
     [
-        &sms::Sms,
-        &json_http::JsonHttp,
-        &eissd::Eissd,
-        &crm::Crm,
-        &email::Email,
+        &sms::FAMILY,
+        &json_http::FAMILY,
+        &eissd::FAMILY,
+        &crm::FAMILY,
+        &email::FAMILY,
     ]
 }
 
 /// The family that serves `id`.
-pub fn family(id: ChannelId) -> &'static dyn Family {
+pub fn family(id: ChannelId) -> &'static Family {
     match id {
-        ChannelId::Sms => &sms::Sms,
-        ChannelId::Wink | ChannelId::Elk => &json_http::JsonHttp,
-        ChannelId::Eissd => &eissd::Eissd,
-        ChannelId::SapCrm | ChannelId::Amdocs | ChannelId::CrmB2c => &crm::Crm,
-        ChannelId::Email => &email::Email,
+        ChannelId::Sms => &sms::FAMILY,
+        ChannelId::Wink | ChannelId::Elk => &json_http::FAMILY,
+        ChannelId::Eissd => &eissd::FAMILY,
+        ChannelId::SapCrm | ChannelId::Amdocs | ChannelId::CrmB2c => &crm::FAMILY,
+        ChannelId::Email => &email::FAMILY,
     }
 }
 
@@ -202,24 +226,24 @@ mod tests {
         for id in ChannelId::ALL {
             let serving: Vec<&str> = families()
                 .iter()
-                .filter(|f| f.serves().contains(&id))
-                .map(|f| f.name())
+                .filter(|f| f.serves.contains(&id))
+                .map(|f| f.name)
                 .collect();
             assert_eq!(serving.len(), 1, "{id} is served by {serving:?}");
             assert_eq!(
-                family(id).name(),
+                family(id).name,
                 serving[0],
                 "{id}: registry and family disagree"
             );
         }
-        let names: std::collections::BTreeSet<&str> = families().iter().map(|f| f.name()).collect();
+        let names: std::collections::BTreeSet<&str> = families().iter().map(|f| f.name).collect();
         assert_eq!(names.len(), families().len(), "family names are unique");
         for f in families() {
-            for id in f.serves() {
+            for id in f.serves {
                 assert!(
                     ChannelId::ALL.contains(id),
                     "{} serves an unknown id",
-                    f.name()
+                    f.name
                 );
             }
         }

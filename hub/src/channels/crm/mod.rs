@@ -12,41 +12,28 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
-use async_trait::async_trait;
 use axum::routing::get;
 use axum::{Extension, Router};
 use clm_connectors::Connector;
 use clm_connectors::crm::{CrmConfig, CrmConnector};
 use clm_contracts::ChannelId;
 use clm_mocks::{CrmCallbacks, CrmKind, CrmMock, CrmMockConfig};
+use futures_util::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
-use super::{Build, Built, Family, Job, Plugin};
-use crate::app::Sandbox;
+use super::{Build, Built, Family, Job, Mocks, Plugin};
 use crate::config::Config;
 use crate::state::Shared;
 
-/// The CRM family.
-pub struct Crm;
-
+/// The channels this family serves.
 const SERVES: [ChannelId; 3] = [ChannelId::SapCrm, ChannelId::Amdocs, ChannelId::CrmB2c];
 
-#[async_trait]
-impl Family for Crm {
-    fn name(&self) -> &'static str {
-        "crm"
-    }
+/// The CRM family.
+pub static FAMILY: Family = Family::new("crm", &SERVES, start_mocks, build);
 
-    fn serves(&self) -> &'static [ChannelId] {
-        &SERVES
-    }
-
-    async fn start_mocks(
-        &self,
-        config: &Config,
-        public_url: &str,
-        sandbox: &mut Sandbox,
-    ) -> anyhow::Result<()> {
+fn start_mocks<'a>(m: &'a mut Mocks<'_>) -> BoxFuture<'a, anyhow::Result<()>> {
+    Box::pin(async move {
+        let (config, public_url, sandbox) = m.parts();
         for kind in [CrmKind::SapCrm, CrmKind::Esb] {
             let wanted = SERVES
                 .iter()
@@ -61,21 +48,21 @@ impl Family for Crm {
             }
         }
         Ok(())
-    }
+    })
+}
 
-    fn build(&self, b: &Build<'_>) -> anyhow::Result<Built> {
-        let mut connectors = Vec::new();
-        for id in SERVES {
-            if b.config.channel(id).is_enabled() {
-                let mock = b.sandbox.and_then(|s| s.crm_mock(id)).map(CrmMock::url);
-                connectors.push((id, connector(b.config, id, mock)?));
-            }
+fn build(b: &Build<'_>) -> anyhow::Result<Built> {
+    let mut connectors = Vec::new();
+    for id in SERVES {
+        if b.config.channel(id).is_enabled() {
+            let mock = b.sandbox.and_then(|s| s.crm_mock(id)).map(CrmMock::url);
+            connectors.push((id, connector(b.config, id, mock)?));
         }
-        Ok(Built {
-            plugin: Arc::new(CrmPlugin::default()),
-            connectors,
-        })
     }
+    Ok(Built {
+        plugin: Arc::new(CrmPlugin::default()),
+        connectors,
+    })
 }
 
 /// Which bundled mock a CRM channel sends to in sandbox mode: SAP CRM's own service, or the CRM

@@ -9,68 +9,54 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
-use async_trait::async_trait;
 use clm_contracts::ChannelId;
+use futures_util::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
-use super::{Build, Built, Family, Job, Plugin};
-use crate::app::Sandbox;
+use super::{Build, Built, Family, Job, Mocks, Plugin};
 use crate::config::Config;
 use crate::metrics::{counter, gauge};
 use crate::state::Shared;
 
 /// The EISSD family.
-pub struct Eissd;
+pub static FAMILY: Family = Family::new("eissd", &[ChannelId::Eissd], start_mocks, build);
 
-#[async_trait]
-impl Family for Eissd {
-    fn name(&self) -> &'static str {
-        "eissd"
-    }
-
-    fn serves(&self) -> &'static [ChannelId] {
-        &[ChannelId::Eissd]
-    }
-
-    async fn start_mocks(
-        &self,
-        config: &Config,
-        public_url: &str,
-        sandbox: &mut Sandbox,
-    ) -> anyhow::Result<()> {
+fn start_mocks<'a>(m: &'a mut Mocks<'_>) -> BoxFuture<'a, anyhow::Result<()>> {
+    Box::pin(async move {
+        let (config, public_url, sandbox) = m.parts();
         super::json_http::start_mock(config, public_url, ChannelId::Eissd, sandbox).await
-    }
+    })
+}
 
-    fn build(&self, b: &Build<'_>) -> anyhow::Result<Built> {
-        let enabled = b.config.channel(ChannelId::Eissd).is_enabled();
-        let mut connectors = Vec::new();
-        let mut source = None;
-        if enabled {
-            let mock = b.sandbox.and_then(|s| s.mock(ChannelId::Eissd));
-            connectors.push((
-                ChannelId::Eissd,
-                super::json_http::connector(b.config, ChannelId::Eissd, mock)?,
-            ));
-            // Opened (lazily: an unreachable DWH is retried by the poller) before any task
-            // starts, so a bad source fails start-up with nothing left running.
-            if let Some(url) = source_url(b.config) {
-                source = Some(dwh::Source::open(&url).with_context(|| {
-                    format!(
-                        "channels.eissd.responses.source: cannot use {}",
-                        crate::app::redact_url(&url)
-                    )
-                })?);
-            }
+fn build(b: &Build<'_>) -> anyhow::Result<Built> {
+    let enabled = b.config.channel(ChannelId::Eissd).is_enabled();
+    let mut connectors = Vec::new();
+    let mut source = None;
+    if enabled {
+        let mock = b.sandbox.and_then(|s| s.mock(ChannelId::Eissd));
+        connectors.push((
+            ChannelId::Eissd,
+            super::json_http::connector(b.config, ChannelId::Eissd, mock)?,
+        ));
+        // Opened (lazily: an unreachable DWH is retried by the poller) before any task
+        // starts, so a bad source fails start-up with nothing left running.
+        if let Some(url) = source_url(b.config) {
+            source = Some(dwh::Source::open(&url).with_context(|| {
+                format!(
+                    "channels.eissd.responses.source: cannot use {}",
+                    crate::app::redact_url(&url)
+                )
+            })?);
         }
-        Ok(Built {
-            plugin: Arc::new(EissdPlugin {
-                enabled,
-                source: Mutex::new(source),
-                counters: Arc::default(),
-            }),
-            connectors,
-        })
     }
+    Ok(Built {
+        plugin: Arc::new(EissdPlugin {
+            enabled,
+            source: Mutex::new(source),
+            counters: Arc::default(),
+        }),
+        connectors,
+    })
 }
 
 /// The EISSD hooks: the DWH poller and its counters.
@@ -126,24 +112,25 @@ impl Plugin for EissdPlugin {
                 ("{outcome=\"malformed\"}", g(&m.malformed)),
             ],
         );
-        counter(
-            out,
-            "clm_dwh_polls_total",
-            "Polls of the EISSD DWH table.",
-            &[("", g(&m.polls))],
-        );
-        counter(
-            out,
-            "clm_dwh_late_rows_total",
-            "EISSD rows found behind the watermark by the rescan (visible later than settle_ms).",
-            &[("", g(&m.late))],
-        );
-        counter(
-            out,
-            "clm_dwh_errors_total",
-            "Failed polls of the EISSD DWH table (source or store unavailable).",
-            &[("", g(&m.errors))],
-        );
+        for (name, help, value) in [
+            (
+                "clm_dwh_polls_total",
+                "Polls of the EISSD DWH table.",
+                &m.polls,
+            ),
+            (
+                "clm_dwh_late_rows_total",
+                "EISSD rows found behind the watermark by the rescan (visible later than settle_ms).",
+                &m.late,
+            ),
+            (
+                "clm_dwh_errors_total",
+                "Failed polls of the EISSD DWH table (source or store unavailable).",
+                &m.errors,
+            ),
+        ] {
+            counter(out, name, help, &[("", g(value))]);
+        }
         gauge(
             out,
             "clm_dwh_watermark_lag_ms",

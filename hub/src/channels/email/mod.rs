@@ -21,10 +21,10 @@ use chrono::Utc;
 use clm_connectors::{Connector, Outcome, Report};
 use clm_contracts::ChannelId;
 use clm_mocks::{EmailFeedback, SmtpMock, SmtpMockConfig};
+use futures_util::future::BoxFuture;
 use tracing::warn;
 
-use super::{Build, Built, Family, Gate, Plugin, ReportRequest};
-use crate::app::Sandbox;
+use super::{Build, Built, Family, Gate, Mocks, Plugin, ReportRequest};
 use crate::config::Config;
 use crate::metrics::counter;
 use crate::state::Shared;
@@ -32,24 +32,11 @@ use crate::store::Claimed;
 use tracking::Sealer;
 
 /// The e-mail family.
-pub struct Email;
+pub static FAMILY: Family = Family::new("email", &[ChannelId::Email], start_mocks, build);
 
-#[async_trait]
-impl Family for Email {
-    fn name(&self) -> &'static str {
-        "email"
-    }
-
-    fn serves(&self) -> &'static [ChannelId] {
-        &[ChannelId::Email]
-    }
-
-    async fn start_mocks(
-        &self,
-        config: &Config,
-        public_url: &str,
-        sandbox: &mut Sandbox,
-    ) -> anyhow::Result<()> {
+fn start_mocks<'a>(m: &'a mut Mocks<'_>) -> BoxFuture<'a, anyhow::Result<()>> {
+    Box::pin(async move {
+        let (config, public_url, sandbox) = m.parts();
         let ingest = &config.channels.email.ingest;
         let feedback = EmailFeedback {
             url: Some(format!(
@@ -74,45 +61,45 @@ impl Family for Email {
             .context("starting the bundled SMTP mock")?;
         sandbox.smtp = Some(mock);
         Ok(())
-    }
+    })
+}
 
-    fn build(&self, b: &Build<'_>) -> anyhow::Result<Built> {
-        let config = b.config;
-        let mut connectors = Vec::new();
-        let mut sealer = None;
-        if config.channel(ChannelId::Email).is_enabled() {
-            // Tracking tokens: the configured secret, or in sandbox mode one made up now. Outside
-            // sandbox mode only with a configured secret: links made with a key that changes at
-            // every start would break for every customer after a restart.
-            let configured = config
-                .channels
-                .email
-                .tracking
-                .as_ref()
-                .and_then(|t| t.secret.clone());
-            sealer = match configured {
-                Some(secret) => Some(Sealer::new(&secret)),
-                None if config.sandbox => {
-                    Some(Sealer::new(&format!("{:032x}", rand::random::<u128>())))
-                }
-                None => None,
-            };
-            let mock = b.sandbox.and_then(|s| s.smtp.as_ref());
-            connectors.push((
-                ChannelId::Email,
-                connector(config, b.public_url, sealer.as_ref(), mock)?,
-            ));
-        }
-        Ok(Built {
-            plugin: Arc::new(EmailPlugin {
-                sealer,
-                suppressed: AtomicU64::new(0),
-                suppressed_skips: AtomicU64::new(0),
-                policy_rejections: AtomicU64::new(0),
-            }),
-            connectors,
-        })
+fn build(b: &Build<'_>) -> anyhow::Result<Built> {
+    let config = b.config;
+    let mut connectors = Vec::new();
+    let mut sealer = None;
+    if config.channel(ChannelId::Email).is_enabled() {
+        // Tracking tokens: the configured secret, or in sandbox mode one made up now. Outside
+        // sandbox mode only with a configured secret: links made with a key that changes at
+        // every start would break for every customer after a restart.
+        let configured = config
+            .channels
+            .email
+            .tracking
+            .as_ref()
+            .and_then(|t| t.secret.clone());
+        sealer = match configured {
+            Some(secret) => Some(Sealer::new(&secret)),
+            None if config.sandbox => {
+                Some(Sealer::new(&format!("{:032x}", rand::random::<u128>())))
+            }
+            None => None,
+        };
+        let mock = b.sandbox.and_then(|s| s.smtp.as_ref());
+        connectors.push((
+            ChannelId::Email,
+            connector(config, b.public_url, sealer.as_ref(), mock)?,
+        ));
     }
+    Ok(Built {
+        plugin: Arc::new(EmailPlugin {
+            sealer,
+            suppressed: AtomicU64::new(0),
+            suppressed_skips: AtomicU64::new(0),
+            policy_rejections: AtomicU64::new(0),
+        }),
+        connectors,
+    })
 }
 
 /// The e-mail hooks and what they count.
@@ -216,24 +203,25 @@ impl Plugin for EmailPlugin {
 
     fn metrics(&self, _shared: &Shared, out: &mut String) {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        counter(
-            out,
-            "clm_email_suppressions_total",
-            "E-mail addresses put on the suppression list (hard bounce, complaint, unsubscribe).",
-            &[("", g(&self.suppressed))],
-        );
-        counter(
-            out,
-            "clm_email_suppressed_skips_total",
-            "E-mails failed as suppressed without an SMTP session.",
-            &[("", g(&self.suppressed_skips))],
-        );
-        counter(
-            out,
-            "clm_email_policy_rejections_total",
-            "E-mails the relay refused for policy (5.7.x).",
-            &[("", g(&self.policy_rejections))],
-        );
+        for (name, help, value) in [
+            (
+                "clm_email_suppressions_total",
+                "E-mail addresses put on the suppression list (hard bounce, complaint, unsubscribe).",
+                &self.suppressed,
+            ),
+            (
+                "clm_email_suppressed_skips_total",
+                "E-mails failed as suppressed without an SMTP session.",
+                &self.suppressed_skips,
+            ),
+            (
+                "clm_email_policy_rejections_total",
+                "E-mails the relay refused for policy (5.7.x).",
+                &self.policy_rejections,
+            ),
+        ] {
+            counter(out, name, help, &[("", g(value))]);
+        }
     }
 }
 

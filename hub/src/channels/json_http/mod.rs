@@ -7,59 +7,47 @@ pub mod config;
 use std::sync::Arc;
 
 use anyhow::Context;
-use async_trait::async_trait;
 use axum::http::Method;
 use clm_connectors::json_http::{Endpoint, JsonHttpConnector};
 use clm_connectors::{Connector, Report};
 use clm_contracts::ChannelId;
 use clm_mocks::{ChannelMock, ChannelMockConfig, ResponsesConfig};
+use futures_util::future::BoxFuture;
 
-use super::{Build, Built, Family, Plugin, ReportRequest};
+use super::{Build, Built, Family, Mocks, Plugin, ReportRequest};
 use crate::app::Sandbox;
 use crate::config::Config;
 
-/// The HTTP JSON family.
-pub struct JsonHttp;
-
+/// The channels this family serves.
 const SERVES: [ChannelId; 2] = [ChannelId::Wink, ChannelId::Elk];
 
-#[async_trait]
-impl Family for JsonHttp {
-    fn name(&self) -> &'static str {
-        "json_http"
-    }
+/// The HTTP JSON family.
+pub static FAMILY: Family = Family::new("json_http", &SERVES, start_mocks, build);
 
-    fn serves(&self) -> &'static [ChannelId] {
-        &SERVES
-    }
-
-    async fn start_mocks(
-        &self,
-        config: &Config,
-        public_url: &str,
-        sandbox: &mut Sandbox,
-    ) -> anyhow::Result<()> {
+fn start_mocks<'a>(m: &'a mut Mocks<'_>) -> BoxFuture<'a, anyhow::Result<()>> {
+    Box::pin(async move {
+        let (config, public_url, sandbox) = m.parts();
         for id in SERVES {
             if config.channel(id).is_enabled() {
                 start_mock(config, public_url, id, sandbox).await?;
             }
         }
         Ok(())
-    }
+    })
+}
 
-    fn build(&self, b: &Build<'_>) -> anyhow::Result<Built> {
-        let mut connectors = Vec::new();
-        for id in SERVES {
-            if b.config.channel(id).is_enabled() {
-                let mock = b.sandbox.and_then(|s| s.mock(id));
-                connectors.push((id, connector(b.config, id, mock)?));
-            }
+fn build(b: &Build<'_>) -> anyhow::Result<Built> {
+    let mut connectors = Vec::new();
+    for id in SERVES {
+        if b.config.channel(id).is_enabled() {
+            let mock = b.sandbox.and_then(|s| s.mock(id));
+            connectors.push((id, connector(b.config, id, mock)?));
         }
-        Ok(Built {
-            plugin: Arc::new(JsonHttpPlugin),
-            connectors,
-        })
     }
+    Ok(Built {
+        plugin: Arc::new(JsonHttpPlugin),
+        connectors,
+    })
 }
 
 /// Starts the bundled mock of an HTTP JSON channel (wink, elk, eissd) into `sandbox`: it answers

@@ -7,54 +7,40 @@ pub mod config;
 use std::sync::Arc;
 
 use anyhow::Context;
-use async_trait::async_trait;
 use axum::http::{Method, header};
 use clm_connectors::sms::{Dialect, SmsConfig, SmsConnector, json as sms_json, kannel};
 use clm_connectors::{Connector, Report};
 use clm_contracts::{ChannelId, Communication};
 use clm_mocks::SmsMock;
+use futures_util::future::BoxFuture;
 
-use super::{Build, Built, Family, Plugin, ReportRequest};
-use crate::app::Sandbox;
+use super::{Build, Built, Family, Mocks, Plugin, ReportRequest};
 use crate::config::{Config, SmsDialect};
 
 /// The SMS family.
-pub struct Sms;
+pub static FAMILY: Family = Family::new("sms", &[ChannelId::Sms], start_mocks, build);
 
-#[async_trait]
-impl Family for Sms {
-    fn name(&self) -> &'static str {
-        "sms"
-    }
-
-    fn serves(&self) -> &'static [ChannelId] {
-        &[ChannelId::Sms]
-    }
-
-    async fn start_mocks(
-        &self,
-        _config: &Config,
-        _public_url: &str,
-        sandbox: &mut Sandbox,
-    ) -> anyhow::Result<()> {
+fn start_mocks<'a>(m: &'a mut Mocks<'_>) -> BoxFuture<'a, anyhow::Result<()>> {
+    Box::pin(async move {
+        let (_, _, sandbox) = m.parts();
         let mock = SmsMock::start(([127, 0, 0, 1], 0).into())
             .await
             .context("starting the bundled SMS mock")?;
         sandbox.sms = Some(mock);
         Ok(())
-    }
+    })
+}
 
-    fn build(&self, b: &Build<'_>) -> anyhow::Result<Built> {
-        let mut connectors = Vec::new();
-        if b.config.channel(ChannelId::Sms).is_enabled() {
-            let mock = b.sandbox.and_then(|s| s.sms.as_ref());
-            connectors.push((ChannelId::Sms, connector(b.config, b.public_url, mock)?));
-        }
-        Ok(Built {
-            plugin: Arc::new(SmsPlugin),
-            connectors,
-        })
+fn build(b: &Build<'_>) -> anyhow::Result<Built> {
+    let mut connectors = Vec::new();
+    if b.config.channel(ChannelId::Sms).is_enabled() {
+        let mock = b.sandbox.and_then(|s| s.sms.as_ref());
+        connectors.push((ChannelId::Sms, connector(b.config, b.public_url, mock)?));
     }
+    Ok(Built {
+        plugin: Arc::new(SmsPlugin),
+        connectors,
+    })
 }
 
 /// The SMS hooks: segments at intake, delivery reports at ingest.

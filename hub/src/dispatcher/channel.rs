@@ -86,7 +86,6 @@ impl Channel {
             .as_ref()
             .map(|w| SendWindow::parse(w).expect("validated at config load"));
         let service = attempt_service(
-            Arc::clone(&connector),
             policy.concurrency as usize,
             Duration::from_millis(policy.timeout_ms),
         );

@@ -399,7 +399,13 @@ async fn attempt(
 ) -> (Finish, bool, Outcome) {
     let started_at = Utc::now();
     let t0 = Instant::now();
-    let outcome = service::call(&mut svc, &c.comm, ch.policy.timeout_ms).await;
+    let outcome = service::call(
+        &mut svc,
+        ch.connector.as_ref(),
+        &c.comm,
+        ch.policy.timeout_ms,
+    )
+    .await;
     // A timeout toward a channel configured as safe to resend becomes a retry.
     let outcome = match outcome {
         Outcome::Unknown { reason, answer } if ch.policy.on_timeout == TimeoutPolicy::Retry => {

@@ -11,7 +11,6 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -22,23 +21,33 @@ use tower::timeout::Timeout;
 use tower::timeout::error::Elapsed;
 use tower::{BoxError, Service, ServiceBuilder};
 
-/// The connector as a service: a communication in, its classified outcome out. It is always
-/// ready; a connector's own back-pressure (its pool) is inside `send`.
-#[derive(Clone)]
-pub struct ConnectorService(Arc<dyn Connector>);
+/// One attempt: a communication for a connector. Borrowed, so an attempt costs no copy and the
+/// connector's own future (boxed once, by `async_trait`) is the whole call.
+pub struct Attempt<'a> {
+    pub connector: &'a dyn Connector,
+    pub comm: &'a Communication,
+}
 
-impl<'a> Service<&'a Communication> for ConnectorService {
+/// The connector as a service: an attempt in, its classified outcome out. It is always ready; a
+/// connector's own back-pressure (its pool) is inside `send`.
+#[derive(Clone, Copy)]
+pub struct ConnectorService;
+
+impl<'a> Service<Attempt<'a>> for ConnectorService {
     type Response = Outcome;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Outcome, Infallible>> + Send + 'a>>;
+    type Future = futures_util::future::Map<
+        Pin<Box<dyn Future<Output = Outcome> + Send + 'a>>,
+        fn(Outcome) -> Result<Outcome, Infallible>,
+    >;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, comm: &'a Communication) -> Self::Future {
-        let connector = Arc::clone(&self.0);
-        Box::pin(async move { Ok(connector.send(comm).await) })
+    fn call(&mut self, attempt: Attempt<'a>) -> Self::Future {
+        use futures_util::FutureExt;
+        attempt.connector.send(attempt.comm).map(Ok)
     }
 }
 
@@ -46,30 +55,31 @@ impl<'a> Service<&'a Communication> for ConnectorService {
 /// one permit, taken by `ready()` and given back when its call ends (or the clone is dropped).
 pub type AttemptService = ConcurrencyLimit<Timeout<ConnectorService>>;
 
-/// The attempt service of a connector.
-pub fn attempt_service(
-    connector: Arc<dyn Connector>,
-    concurrency: usize,
-    timeout: Duration,
-) -> AttemptService {
+/// A channel's attempt service.
+pub fn attempt_service(concurrency: usize, timeout: Duration) -> AttemptService {
     ServiceBuilder::new()
         .concurrency_limit(concurrency)
         .timeout(timeout)
-        .service(ConnectorService(connector))
+        .service(ConnectorService)
 }
 
 /// A permit is free: `svc` (a clone of the channel's service) now holds it.
 pub async fn ready(svc: &mut AttemptService) {
     // The inner services are always ready and never fail to be: only the permit is waited for.
     let _ =
-        std::future::poll_fn(|cx| <AttemptService as Service<&Communication>>::poll_ready(svc, cx))
+        std::future::poll_fn(|cx| <AttemptService as Service<Attempt<'_>>>::poll_ready(svc, cx))
             .await;
 }
 
 /// One attempt through a service made ready by [`ready`]. The timeout is `Unknown`: the channel
 /// may have taken the communication.
-pub async fn call(svc: &mut AttemptService, comm: &Communication, timeout_ms: u64) -> Outcome {
-    match svc.call(comm).await {
+pub async fn call(
+    svc: &mut AttemptService,
+    connector: &dyn Connector,
+    comm: &Communication,
+    timeout_ms: u64,
+) -> Outcome {
+    match svc.call(Attempt { connector, comm }).await {
         Ok(outcome) => outcome,
         Err(e) => unanswered(&e, timeout_ms),
     }
@@ -94,6 +104,7 @@ fn unanswered(e: &BoxError, timeout_ms: u64) -> Outcome {
 mod tests {
     use super::*;
     use async_trait::async_trait;
+    use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     /// Answers after `delay`, counting how many sends run at once.
@@ -140,13 +151,14 @@ mod tests {
             running: AtomicUsize::new(0),
             most: AtomicUsize::new(0),
         });
-        let svc = attempt_service(slow.clone(), 2, Duration::from_millis(100));
+        let svc = attempt_service(2, Duration::from_millis(100));
         let mut tasks = Vec::new();
         for _ in 0..6 {
             let mut s = svc.clone();
+            let slow = Arc::clone(&slow);
             tasks.push(tokio::spawn(async move {
                 ready(&mut s).await;
-                call(&mut s, &comm(), 100).await
+                call(&mut s, slow.as_ref(), &comm(), 100).await
             }));
         }
         for t in tasks {
@@ -163,9 +175,9 @@ mod tests {
             running: AtomicUsize::new(0),
             most: AtomicUsize::new(0),
         });
-        let mut s = attempt_service(hung, 1, Duration::from_millis(100));
+        let mut s = attempt_service(1, Duration::from_millis(100));
         ready(&mut s).await;
-        let o = call(&mut s, &comm(), 100).await;
+        let o = call(&mut s, hung.as_ref(), &comm(), 100).await;
         assert!(
             matches!(&o, Outcome::Unknown { reason, answer } if reason.contains("100 ms") && answer == "timeout"),
             "{o:?}"

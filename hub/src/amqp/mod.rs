@@ -63,9 +63,21 @@ impl BrokerState {
 
 pub type SharedBrokerState = Arc<BrokerState>;
 
+/// How long opening a connection (TCP, TLS, the AMQP handshake) may take. A broker that is
+/// still booting may accept TCP and never finish the handshake; without a bound the reconnect
+/// loop would wait on it for ever instead of trying again.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 pub async fn connect(url: &str, name: &str) -> lapin::Result<Connection> {
     let props = ConnectionProperties::default().with_connection_name(name.into());
-    Connection::connect(url, props).await
+    match tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(url, props)).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("no AMQP connection within {} s", CONNECT_TIMEOUT.as_secs()),
+        )
+        .into()),
+    }
 }
 
 /// Declares everything the hub uses; safe to repeat.

@@ -67,6 +67,35 @@ pub struct CommunicationView {
     pub responses: Vec<ResponseRecord>,
 }
 
+/// `GET /v1/communications`: one page of a search, newest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SearchPage {
+    pub items: Vec<CommunicationSummary>,
+    /// Pass as `after` for the next page; absent on the last one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
+/// A communication as a search lists it: no content, the recipient masked.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct CommunicationSummary {
+    pub id: Uuid,
+    pub channel: ChannelId,
+    pub campaign_id: String,
+    pub customer_id: String,
+    /// Masked ([`crate::communication::mask_recipient`]): `+7900***4567`, `iv***@example.ru`.
+    pub recipient: String,
+    pub status: Status,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// Parts the channel bills (SMS segments).
+    pub parts: u32,
+    pub received_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
 /// `POST /v1/campaigns/{id}/cancel`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct CancelResponse {

@@ -624,3 +624,53 @@ mod tests {
         assert!(c.validate().is_ok());
     }
 }
+
+/// A recipient as logs, lists and the console show it: an e-mail address keeps two characters
+/// of its local part and its domain (`iv***@example.ru`); a phone number its first five and last
+/// four characters (`+7900***4567`); anything else (an account or CRM id) its first and last two
+/// when it is long enough to keep something hidden, else nothing.
+pub fn mask_recipient(recipient: &str) -> String {
+    let r = recipient.trim();
+    let chars: Vec<char> = r.chars().collect();
+    let keep = |head: usize, tail: usize| -> String {
+        let h: String = chars[..head].iter().collect();
+        let t: String = chars[chars.len() - tail..].iter().collect();
+        format!("{h}***{t}")
+    };
+    if let Some((local, domain)) = r.rsplit_once('@') {
+        let head: String = local
+            .chars()
+            .take(2.min(local.chars().count().saturating_sub(1)))
+            .collect();
+        return format!("{head}***@{domain}");
+    }
+    let phone = chars.len() >= 10
+        && chars
+            .iter()
+            .enumerate()
+            .all(|(i, c)| c.is_ascii_digit() || (i == 0 && *c == '+'));
+    if phone {
+        keep(5, 4)
+    } else if chars.len() >= 8 {
+        keep(2, 2)
+    } else {
+        "***".to_owned()
+    }
+}
+
+#[cfg(test)]
+mod mask_tests {
+    use super::mask_recipient;
+
+    #[test]
+    fn recipients_are_masked_keeping_what_identifies_the_kind_only() {
+        assert_eq!(mask_recipient("+79001234567"), "+7900***4567");
+        assert_eq!(mask_recipient("79001234567"), "79001***4567");
+        assert_eq!(mask_recipient("ivan@example.ru"), "iv***@example.ru");
+        assert_eq!(mask_recipient("i@example.ru"), "***@example.ru");
+        assert_eq!(mask_recipient("wink-account-1"), "wi***-1");
+        assert_eq!(mask_recipient("c-1"), "***");
+        assert_eq!(mask_recipient("Иван-Петров-1"), "Ив***-1");
+        assert!(!mask_recipient("ivan.petrov@example.ru").contains("ivan.petrov"));
+    }
+}

@@ -80,7 +80,7 @@ impl From<crate::store::StoreError> for ApiError {
 //    or response (a trace, a panic message) prints the credentials they carry.
 //    Then tower-http's trace layer: a span per request with the method and the path only (a
 //    query may carry an ingest token, and a Kannel report's carries the recipient), the answer's
-//    status and latency at debug level, server errors at warn.
+//    status and latency at debug level (server errors too: `/readyz` answers 503 by design).
 // 3. [`REQUEST_TIMEOUT`] around everything after: reading the body and the handler.
 // 4. The route's body limit: a `Content-Length` over it is answered 413 before anything else
 //    runs (authentication included), and a body without one is cut off at the limit as it is
@@ -133,7 +133,7 @@ pub(crate) fn body_limit(router: Router<Arc<Shared>>, max: usize) -> Router<Arc<
 pub fn router(shared: Arc<Shared>) -> Router {
     // `layer` after `route_layer`: the body limit runs before the bearer check.
     let v1 = Router::new()
-        .route("/communications", post(submit))
+        .route("/communications", post(submit).get(search))
         .route("/communications/{id}", get(view))
         .route("/campaigns/{id}/cancel", post(cancel))
         .route("/channels", get(channels))
@@ -170,7 +170,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
             })
             .on_request(())
             .on_response(DefaultOnResponse::new().level(Level::DEBUG))
-            .on_failure(DefaultOnFailure::new().level(Level::WARN)),
+            .on_failure(DefaultOnFailure::new().level(Level::DEBUG)),
     )
     .layer(SetSensitiveHeadersLayer::new(SENSITIVE_HEADERS))
     .with_state(shared)
@@ -310,6 +310,130 @@ async fn view(
         Some(v) => Ok(Json(v).into_response()),
         None => Err(ApiError::NotFound(format!("no communication {id}"))),
     }
+}
+
+/// `GET /v1/communications` query: every filter given must match.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SearchParams {
+    campaign_id: Option<String>,
+    customer_id: Option<String>,
+    /// Typed in full, matched exactly (case and surrounding spaces aside).
+    recipient: Option<String>,
+    channel: Option<String>,
+    status: Option<String>,
+    /// RFC 3339: received at or after.
+    from: Option<String>,
+    /// RFC 3339: received before.
+    to: Option<String>,
+    /// The `next` of the previous page.
+    after: Option<String>,
+    limit: Option<u32>,
+}
+
+/// Most items a search page holds.
+const SEARCH_MAX_LIMIT: u32 = 1000;
+const SEARCH_DEFAULT_LIMIT: u32 = 100;
+
+/// A page cursor: `<received_at ms>.<id>` of the page's last item.
+fn cursor(at: chrono::DateTime<chrono::Utc>, id: uuid::Uuid) -> String {
+    format!("{}.{}", crate::store::ms(at), id.simple())
+}
+
+fn parse_cursor(v: &str) -> Option<(chrono::DateTime<chrono::Utc>, uuid::Uuid)> {
+    let (at, id) = v.split_once('.')?;
+    Some((
+        crate::store::from_ms(at.parse().ok()?),
+        uuid::Uuid::parse_str(id).ok()?,
+    ))
+}
+
+fn parse_time(name: &str, v: &str) -> Result<chrono::DateTime<chrono::Utc>, ApiError> {
+    chrono::DateTime::parse_from_rfc3339(v)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|e| ApiError::BadRequest(format!("{name}: not an RFC 3339 time ({e})")))
+}
+
+impl SearchParams {
+    fn query(self) -> Result<crate::store::SearchQuery, ApiError> {
+        let non_empty = |name: &str, v: Option<String>| match v {
+            Some(v) if v.trim().is_empty() => {
+                Err(ApiError::BadRequest(format!("{name}: must not be empty")))
+            }
+            v => Ok(v),
+        };
+        let limit = self.limit.unwrap_or(SEARCH_DEFAULT_LIMIT);
+        if limit == 0 || limit > SEARCH_MAX_LIMIT {
+            return Err(ApiError::BadRequest(format!(
+                "limit: between 1 and {SEARCH_MAX_LIMIT}"
+            )));
+        }
+        Ok(crate::store::SearchQuery {
+            campaign_id: non_empty("campaign_id", self.campaign_id)?,
+            customer_id: non_empty("customer_id", self.customer_id)?,
+            recipient: non_empty("recipient", self.recipient)?,
+            channel: self
+                .channel
+                .map(|c| {
+                    c.parse::<ChannelId>()
+                        .map_err(|_| ApiError::BadRequest(format!("channel: no channel `{c}`")))
+                })
+                .transpose()?,
+            status: self
+                .status
+                .map(|v| {
+                    v.parse::<clm_contracts::Status>()
+                        .map_err(|_| ApiError::BadRequest(format!("status: no status `{v}`")))
+                })
+                .transpose()?,
+            from: self.from.map(|v| parse_time("from", &v)).transpose()?,
+            to: self.to.map(|v| parse_time("to", &v)).transpose()?,
+            before: self
+                .after
+                .map(|v| {
+                    parse_cursor(&v).ok_or_else(|| {
+                        ApiError::BadRequest("after: not a cursor this hub gave out".into())
+                    })
+                })
+                .transpose()?,
+            limit,
+        })
+    }
+}
+
+/// `GET /v1/communications?…`: a page of communications, newest first, recipients masked.
+async fn search(
+    State(shared): State<Arc<Shared>>,
+    query: Result<Query<SearchParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(params) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let mut q = params.query()?;
+    let limit = q.limit;
+    // One more than asked tells whether a next page exists.
+    q.limit = limit + 1;
+    let mut rows = shared.store.search(&q).await?;
+    let more = rows.len() > limit as usize;
+    rows.truncate(limit as usize);
+    let next = more
+        .then(|| rows.last().map(|r| cursor(r.received_at, r.id)))
+        .flatten();
+    let items = rows
+        .into_iter()
+        .map(|r| clm_contracts::api::CommunicationSummary {
+            id: r.id,
+            channel: r.channel,
+            campaign_id: r.campaign_id,
+            customer_id: r.customer_id,
+            recipient: clm_contracts::communication::mask_recipient(&r.recipient),
+            status: r.status,
+            reason: r.reason,
+            attempts: r.attempts,
+            parts: r.parts,
+            received_at: r.received_at,
+            updated_at: r.updated_at,
+        })
+        .collect();
+    Ok(Json(clm_contracts::api::SearchPage { items, next }).into_response())
 }
 
 async fn cancel(

@@ -278,6 +278,41 @@ impl OutboxLeader {
     }
 }
 
+/// What `Store::search` looks for: every filter given must match; newest first.
+#[derive(Debug, Clone, Default)]
+pub struct SearchQuery {
+    pub campaign_id: Option<String>,
+    pub customer_id: Option<String>,
+    /// Typed in full; matched exactly after normalising (trim, lower case) through its key.
+    pub recipient: Option<String>,
+    pub channel: Option<ChannelId>,
+    pub status: Option<Status>,
+    /// Received at or after.
+    pub from: Option<DateTime<Utc>>,
+    /// Received before.
+    pub to: Option<DateTime<Utc>>,
+    /// Keyset: only rows before this `(received_at, id)` in the order.
+    pub before: Option<(DateTime<Utc>, Uuid)>,
+    pub limit: u32,
+}
+
+/// A communication as a search lists it.
+#[derive(Debug, Clone)]
+pub struct SearchRow {
+    pub id: Uuid,
+    pub channel: ChannelId,
+    pub campaign_id: String,
+    pub customer_id: String,
+    /// In clear: whoever shows it masks it.
+    pub recipient: String,
+    pub status: Status,
+    pub reason: Option<String>,
+    pub attempts: u32,
+    pub parts: u32,
+    pub received_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
 /// Waiting and in-flight counts per channel.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ChannelDepth {
@@ -539,6 +574,17 @@ impl Store {
             return Ok(Default::default());
         }
         dispatch!(self, suppressed_among(addresses))
+    }
+
+    /// Communications matching `q`, newest first (`received_at`, then id), at most `q.limit`.
+    pub async fn search(&self, q: &SearchQuery) -> Result<Vec<SearchRow>> {
+        dispatch!(self, search(q))
+    }
+
+    /// The plan the database makes for `search(q)` (tests check it uses an index; operators may
+    /// look too).
+    pub async fn explain_search(&self, q: &SearchQuery) -> Result<String> {
+        dispatch!(self, explain_search(q))
     }
 
     /// The channel and recipient of a communication.

@@ -18,8 +18,8 @@ use uuid::Uuid;
 
 use super::{
     ChannelDepth, Claimed, Correlation, Finish, IncomingResponse, InsertOutcome, NewCommunication,
-    OutboxRow, ResponseOutcome, Result, StoreError, UnknownRow, event_row, from_ms, ms,
-    parse_channel, parse_status,
+    OutboxRow, ResponseOutcome, Result, SearchQuery, SearchRow, StoreError, UnknownRow, event_row,
+    from_ms, ms, parse_channel, parse_status,
 };
 
 /// Rows per multi-row statement: 13 binds a row stays under SQLite's 32 766 and PostgreSQL's
@@ -59,6 +59,14 @@ pub fn normalize_address(address: &str) -> String {
     address.trim().to_lowercase()
 }
 
+/// The key a recipient is found by (`communications.recipient_key`): the first 16 bytes of
+/// SHA-256 of the normalised address, hex. The same address typed with other case or spaces
+/// around finds the same rows; no second plain copy of it sits in an index.
+pub fn recipient_key(recipient: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(&Sha256::digest(normalize_address(recipient).as_bytes())[..16])
+}
+
 fn parse_uuid(v: &str) -> Result<Uuid> {
     Uuid::parse_str(v).map_err(|_| StoreError::Corrupt {
         id: v.to_owned(),
@@ -70,8 +78,10 @@ fn parse_uuid(v: &str) -> Result<Uuid> {
 type MovedRow = (String, String, String, i64);
 
 macro_rules! backend {
-    ($name:ident, $Db:ty, $Pool:ty, lock = $lock:literal, lock_row = $lock_row:literal) => {
+    ($name:ident, $Db:ty, $Pool:ty, lock = $lock:literal, lock_row = $lock_row:literal, explain = $explain:literal) => {
         pub mod $name {
+            /// How this database is asked for a statement's plan.
+            const EXPLAIN: &str = $explain;
             use super::*;
             use sqlx::{QueryBuilder, Transaction};
 
@@ -179,7 +189,7 @@ macro_rules! backend {
                     let mut qb = QueryBuilder::<Db>::new(
                         "INSERT INTO communications (id, channel, campaign_id, customer_id, \
                          payload, priority, status, attempts, parts, expires_at, \
-                         next_attempt_at, received_at, updated_at) ",
+                         next_attempt_at, received_at, updated_at, recipient_key) ",
                     );
                     qb.push_values(chunk, |mut b, it| {
                         let c = &it.comm;
@@ -197,7 +207,8 @@ macro_rules! backend {
                             .push_bind(c.expires_at.map(ms))
                             .push_bind(due.max(now_ms))
                             .push_bind(now_ms)
-                            .push_bind(now_ms);
+                            .push_bind(now_ms)
+                            .push_bind(recipient_key(&c.recipient));
                     });
                     qb.push(" ON CONFLICT (id) DO NOTHING RETURNING id");
                     let rows: Vec<(String,)> = qb.build_query_as().persistent(false).fetch_all(&mut *tx).await?;
@@ -846,6 +857,101 @@ macro_rules! backend {
                 }
             }
 
+            /// The search's statement, after `prefix` (`EXPLAIN …` for its plan).
+            fn search_query<'q>(prefix: &str, q: &'q SearchQuery) -> QueryBuilder<'q, Db> {
+                let mut qb = QueryBuilder::<Db>::new(prefix);
+                qb.push(
+                    "SELECT id, channel, campaign_id, customer_id, payload, status, reason, \
+                     attempts, parts, received_at, updated_at FROM communications WHERE 1 = 1",
+                );
+                if let Some(v) = &q.campaign_id {
+                    qb.push(" AND campaign_id = ").push_bind(v.clone());
+                }
+                if let Some(v) = &q.customer_id {
+                    qb.push(" AND customer_id = ").push_bind(v.clone());
+                }
+                if let Some(v) = &q.recipient {
+                    qb.push(" AND recipient_key = ").push_bind(recipient_key(v));
+                }
+                if let Some(v) = q.channel {
+                    qb.push(" AND channel = ").push_bind(v.as_str());
+                }
+                if let Some(v) = q.status {
+                    qb.push(" AND status = ").push_bind(v.as_str());
+                }
+                if let Some(v) = q.from {
+                    qb.push(" AND received_at >= ").push_bind(ms(v));
+                }
+                if let Some(v) = q.to {
+                    qb.push(" AND received_at < ").push_bind(ms(v));
+                }
+                if let Some((at, id)) = q.before {
+                    // Row-value comparison: one range on the index's order, on both stores.
+                    qb.push(" AND (received_at, id) < (")
+                        .push_bind(ms(at))
+                        .push(", ")
+                        .push_bind(id.to_string())
+                        .push(")");
+                }
+                qb.push(" ORDER BY received_at DESC, id DESC LIMIT ")
+                    .push_bind(i64::from(q.limit));
+                qb
+            }
+
+            pub async fn search(
+                _w: &Pool,
+                r: &Pool,
+                q: &SearchQuery,
+            ) -> Result<Vec<SearchRow>> {
+                let mut qb = search_query("", q);
+                #[allow(clippy::type_complexity)]
+                let rows: Vec<(String, String, String, String, String, String, Option<String>, i64, i64, i64, i64)> =
+                    qb.build_query_as().fetch_all(r).await?;
+                rows.into_iter()
+                    .map(|(id, channel, campaign_id, customer_id, payload, status, reason, attempts, parts, received, updated)| {
+                        let comm: Communication =
+                            serde_json::from_str(&payload).map_err(|e| StoreError::Corrupt {
+                                id: id.clone(),
+                                message: format!("payload: {e}"),
+                            })?;
+                        Ok(SearchRow {
+                            channel: parse_channel(&id, &channel)?,
+                            status: parse_status(&id, &status)?,
+                            id: parse_uuid(&id)?,
+                            campaign_id,
+                            customer_id,
+                            recipient: comm.recipient,
+                            reason,
+                            attempts: u32::try_from(attempts).unwrap_or(0),
+                            parts: u32::try_from(parts).unwrap_or(1),
+                            received_at: from_ms(received),
+                            updated_at: from_ms(updated),
+                        })
+                    })
+                    .collect()
+            }
+
+            pub async fn explain_search(
+                _w: &Pool,
+                r: &Pool,
+                q: &SearchQuery,
+            ) -> Result<String> {
+                let mut qb = search_query(EXPLAIN, q);
+                let lines: Vec<String> = qb
+                    .build()
+                    .fetch_all(r)
+                    .await?
+                    .iter()
+                    .map(|row| {
+                        use sqlx::Row;
+                        // PostgreSQL: one text column; SQLite (`EXPLAIN QUERY PLAN`): the detail is the last.
+                        let last = row.len() - 1;
+                        row.try_get::<String, _>(last).unwrap_or_default()
+                    })
+                    .collect();
+                Ok(lines.join("\n"))
+            }
+
             pub async fn unknown_before(
                 _w: &Pool,
                 r: &Pool,
@@ -1152,12 +1258,14 @@ backend!(
     sqlx::Sqlite,
     sqlx::SqlitePool,
     lock = "",
-    lock_row = ""
+    lock_row = "",
+    explain = "EXPLAIN QUERY PLAN "
 );
 backend!(
     postgres,
     sqlx::Postgres,
     sqlx::PgPool,
     lock = " FOR UPDATE SKIP LOCKED",
-    lock_row = " FOR NO KEY UPDATE"
+    lock_row = " FOR NO KEY UPDATE",
+    explain = "EXPLAIN "
 );

@@ -11,6 +11,8 @@
 //! - `dwh`: the EISSD DWH poller against a real PostgreSQL table, across restarts and instances.
 //! - `limits`: the HTTP server's limits: body sizes before authentication, header and request
 //!   timeouts, deeply nested JSON, `/metrics` without a store count per scrape.
+//! - `search`: `GET /v1/communications` filters, keyset pages, masking and refusals (the
+//!   100 000-row pagination and query plans are in the `store` suite).
 //! - `soap`: the SOAP response service (`/soap/responses`): the WSDL's samples, envelope variants
 //!   and attacks, callers, the served WSDL, and Python zeep as a client (`CLM_TEST_PYTHON`).
 
@@ -28,5 +30,6 @@ mod instances;
 mod kannel;
 mod limits;
 mod restarts;
+mod search;
 mod soap;
 mod store;

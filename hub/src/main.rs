@@ -40,14 +40,30 @@ fn parse_args() -> anyhow::Result<Option<PathBuf>> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("CLM_LOG")
-                .unwrap_or_else(|_| "info,sqlx=warn".into()),
-        )
-        .init();
     let file = parse_args()?;
+    // Loaded before logging starts: its `log.format` says how to log. A config that does not
+    // load is reported on standard error by the error return.
     let config = clm_hub::Config::load(file.as_deref(), std::env::vars())?;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CLM_LOG")
+        .unwrap_or_else(|_| "info,sqlx=warn".into());
+    match config.log.format {
+        clm_hub::config::LogFormat::Text => {
+            // Colours for a terminal only: a log file or a pipe gets plain text.
+            use std::io::IsTerminal;
+            tracing_subscriber::fmt()
+                .with_ansi(std::io::stdout().is_terminal())
+                .with_env_filter(filter)
+                .init();
+        }
+        clm_hub::config::LogFormat::Json => {
+            tracing_subscriber::fmt()
+                .json()
+                .flatten_event(true)
+                .with_current_span(false)
+                .with_env_filter(filter)
+                .init();
+        }
+    }
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
         .with_context(|| format!("server.listen: cannot listen on {}", config.server.listen))?;

@@ -67,7 +67,20 @@ fn is_secret_param(key: &str) -> bool {
     SECRET.iter().any(|s| key.eq_ignore_ascii_case(s))
 }
 
+/// Prints the banner with one write, so log lines of tasks already running cannot land between
+/// its lines.
 pub(crate) fn print(hub: &Hub) {
+    use std::io::Write;
+    let text = render(hub);
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes());
+    let _ = out.flush();
+}
+
+/// The banner's text.
+pub(crate) fn render(hub: &Hub) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(2048);
     let c = &hub.shared.config;
     let base = hub.base_url();
     let auth = if c.api_is_open() {
@@ -80,29 +93,35 @@ pub(crate) fn print(hub: &Hub) {
     } else {
         " -H 'Authorization: Bearer $CLM_HUB_TOKEN'".into()
     };
-    println!("\nCLM Channel Hub is running");
-    println!("  API        {base}/v1   ({auth})");
-    println!("  store      {}", redact_url(&c.store_url()));
-    println!("  queue      {}", redact_url(&c.queue.url));
-    println!("  metrics    {base}/metrics    health {base}/healthz  {base}/readyz");
+    let _ = writeln!(out, "\nCLM Channel Hub is running");
+    let _ = writeln!(out, "  API        {base}/v1   ({auth})");
+    let _ = writeln!(out, "  store      {}", redact_url(&c.store_url()));
+    let _ = writeln!(out, "  queue      {}", redact_url(&c.queue.url));
+    let _ = writeln!(
+        out,
+        "  metrics    {base}/metrics    health {base}/healthz  {base}/readyz"
+    );
     if let Some(s) = &hub.sandbox {
-        println!("  sandbox    channels go to bundled mocks");
+        let _ = writeln!(out, "  sandbox    channels go to bundled mocks");
         if let Some(m) = &s.sms {
-            println!(
+            let _ = writeln!(
+                out,
                 "             sms     mock at http://{} (control: {})",
                 m.addr(),
                 m.control_url()
             );
         }
         for (id, m) in &s.channels {
-            println!(
+            let _ = writeln!(
+                out,
                 "             {id:<7} mock at {} (control: {})",
                 m.base_url(),
                 m.control_url()
             );
         }
         if let Some(m) = &s.smtp {
-            println!(
+            let _ = writeln!(
+                out,
                 "             smtp    mock at smtp://{} (control: {})",
                 m.addr(),
                 m.control_url()
@@ -110,7 +129,8 @@ pub(crate) fn print(hub: &Hub) {
         }
         for (name, m) in [("sap_crm", &s.sap_crm), ("crm ESB", &s.crm_esb)] {
             if let Some(m) = m {
-                println!(
+                let _ = writeln!(
+                    out,
                     "             {name:<7} mock at {} (control: {})",
                     m.url(),
                     m.control_url()
@@ -119,16 +139,22 @@ pub(crate) fn print(hub: &Hub) {
         }
     }
     let id = uuid::Uuid::new_v4();
-    println!(
+    let _ = writeln!(
+        out,
         "\nSend an SMS:\n  curl -s{header} -H 'Content-Type: application/json' {base}/v1/communications -d '{{\"id\":\"{id}\",\"campaign_id\":\"demo\",\"customer_id\":\"c-1\",\"channel\":\"sms\",\"recipient\":\"+79001234567\",\"content\":{{\"text\":\"Привет! Ваш бонус ждёт вас\"}}}}'"
     );
-    println!("Then see what happened to it:\n  curl -s{header} {base}/v1/communications/{id}\n");
+    let _ = writeln!(
+        out,
+        "Then see what happened to it:\n  curl -s{header} {base}/v1/communications/{id}\n"
+    );
     if hub.shared.channels.contains_key(&ChannelId::Wink) {
         let id = uuid::Uuid::new_v4();
-        println!(
+        let _ = writeln!(
+            out,
             "Or a Wink notification (the mock answers with delivered, shown, clicked):\n  curl -s{header} -H 'Content-Type: application/json' {base}/v1/communications -d '{{\"id\":\"{id}\",\"campaign_id\":\"demo\",\"customer_id\":\"c-1\",\"channel\":\"wink\",\"recipient\":\"wink-account-1\",\"content\":{{\"subject\":\"Новый сезон\",\"text\":\"Смотрите сегодня\"}}}}'\n"
         );
     }
+    out
 }
 
 #[cfg(test)]

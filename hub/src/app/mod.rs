@@ -68,7 +68,9 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let hub = start(config, listener).await?;
-    banner::print(&hub);
+    if hub.shared.config.log.format == crate::config::LogFormat::Text {
+        banner::print(&hub);
+    }
     shutdown.cancelled().await;
     info!("shutting down: finishing in-flight sends");
     hub.stop().await;

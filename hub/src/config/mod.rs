@@ -41,8 +41,8 @@ pub use channel::{
 pub use clm_connectors::json_http::Auth as AuthConfig;
 pub use endpoint::EndpointConfig;
 pub use sections::{
-    CoordinationConfig, DispatcherConfig, QueueConfig, ServerConfig, SoapCaller, SoapConfig,
-    StoreConfig,
+    CoordinationConfig, DispatcherConfig, LogConfig, LogFormat, QueueConfig, ServerConfig,
+    SoapCaller, SoapConfig, StoreConfig,
 };
 
 /// Everything the hub reads at start-up.
@@ -62,6 +62,8 @@ pub struct Config {
     pub soap: SoapConfig,
     /// Per channel (`channels.sms`, …), each its family's settings.
     pub channels: ChannelsConfig,
+    /// Log format.
+    pub log: LogConfig,
 }
 
 impl Default for Config {
@@ -76,6 +78,7 @@ impl Default for Config {
             dispatcher: DispatcherConfig::default(),
             soap: SoapConfig::default(),
             channels: ChannelsConfig::default(),
+            log: LogConfig::default(),
         }
     }
 }

@@ -300,3 +300,21 @@ impl SoapConfig {
         Ok(())
     }
 }
+
+/// How the hub logs (`[log]`). The filter stays the `CLM_LOG` environment variable (tracing's
+/// `EnvFilter` syntax, default `info,sqlx=warn`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` (for people; the start-up banner is printed) or `json` (one JSON object per line
+    /// for log shippers; no banner, so every line of standard output parses).
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}

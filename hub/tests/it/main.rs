@@ -13,6 +13,7 @@
 //!   timeouts, deeply nested JSON, `/metrics` without a store count per scrape.
 //! - `search`: `GET /v1/communications` filters, keyset pages, masking and refusals (the
 //!   100 000-row pagination and query plans are in the `store` suite).
+//! - `startup`: the `clm-hub` binary's start-up output (banner in one piece, JSON logs).
 //! - `soap`: the SOAP response service (`/soap/responses`): the WSDL's samples, envelope variants
 //!   and attacks, callers, the served WSDL, and Python zeep as a client (`CLM_TEST_PYTHON`).
 
@@ -32,4 +33,5 @@ mod limits;
 mod restarts;
 mod search;
 mod soap;
+mod startup;
 mod store;

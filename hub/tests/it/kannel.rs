@@ -549,10 +549,15 @@ async fn kannel_smsbox_killed_mid_run_loses_and_duplicates_nothing() {
         .policy
         .concurrency as usize;
     assert!(unknown.len() <= concurrency, "{} unknown", unknown.len());
-    // What smsbox had taken but not reported when it died: about one batch of its work.
+    // What smsbox had taken but not reported when it died: only messages Kannel had taken by
+    // the kill (their reports were inside the dead smsbox or on their way to it). How many of
+    // them depends on how far the reports lagged the sends at that moment, not on the hub's
+    // concurrency (a bound of one batch failed under a loaded CI run: 17 of 16), so the bound is
+    // what was taken before the kill; everything sent after the restart is reported (checked
+    // above: it is not `sent` without a report).
     assert!(
-        unreported.len() <= concurrency,
-        "{} sent without a report",
+        unreported.len() as u64 <= at_kill,
+        "{} sent without a report, more than the {at_kill} Kannel had taken before the kill",
         unreported.len()
     );
     if unknown.is_empty() && unreported.is_empty() {

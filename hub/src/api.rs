@@ -93,7 +93,7 @@ const API_MAX_BODY: usize = 16 * 1024 * 1024;
 
 /// `/ingest/{channel}`: one delivery report or webhook, a few hundred bytes; an e-mail relay's
 /// event a few KiB. A MiB is far more than any of them and still cheap to hold.
-pub(crate) const INGEST_MAX_BODY: usize = 1024 * 1024;
+const INGEST_MAX_BODY: usize = 1024 * 1024;
 
 /// What `/soap/{service}` accepts beyond `soap.max_bytes` before refusing at the door. Between
 /// the two the handler reads up to `soap.max_bytes` and answers a SOAP fault naming the limit

@@ -143,13 +143,14 @@ pub async fn ingest(
             format!("no ingest route for `{channel}`"),
         );
     };
-    let cfg = shared.config.channel(channel);
-    if !cfg.is_enabled() {
+    // Enabled channels only: the hub built a channel for each.
+    let Some(ch) = shared.channels.get(&channel) else {
         return error(
             StatusCode::NOT_FOUND,
             format!("channel `{channel}` is not enabled on this hub"),
         );
-    }
+    };
+    let cfg = shared.config.channel(channel);
     let Some(ingest_auth) = cfg.ingest() else {
         return error(
             StatusCode::NOT_FOUND,
@@ -176,13 +177,6 @@ pub async fn ingest(
             .fetch_add(1, Ordering::Relaxed);
         return error(StatusCode::UNAUTHORIZED, msg);
     }
-    // Enabled (checked above), so the channel is this hub's.
-    let Some(ch) = shared.channels.get(&channel) else {
-        return error(
-            StatusCode::NOT_FOUND,
-            format!("channel `{channel}` is not enabled on this hub"),
-        );
-    };
     let req = ReportRequest {
         channel,
         method: &method,

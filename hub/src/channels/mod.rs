@@ -154,9 +154,6 @@ pub struct Job {
 /// (`Channel::plugin`) and listed in `Shared::plugins`; every hook has a do-nothing default.
 #[async_trait]
 pub trait Plugin: Send + Sync + 'static {
-    /// The family's name.
-    fn family(&self) -> &'static str;
-
     /// Intake: how many parts a communication costs at the channel (SMS segments); stored with
     /// it and reported in its events.
     fn parts(&self, _comm: &Communication) -> u32 {
@@ -211,11 +208,7 @@ pub trait Plugin: Send + Sync + 'static {
 /// hooks.
 pub struct NoHooks;
 
-impl Plugin for NoHooks {
-    fn family(&self) -> &'static str {
-        "none"
-    }
-}
+impl Plugin for NoHooks {}
 
 #[cfg(test)]
 mod tests {

@@ -117,10 +117,6 @@ pub struct CrmPlugin {
 }
 
 impl Plugin for CrmPlugin {
-    fn family(&self) -> &'static str {
-        "crm"
-    }
-
     fn routes(self: Arc<Self>, config: &Config) -> Option<Router<Arc<Shared>>> {
         let router = Router::new()
             .route("/soap/{service}", get(service::get).post(service::post))

@@ -68,10 +68,6 @@ pub struct EissdPlugin {
 }
 
 impl Plugin for EissdPlugin {
-    fn family(&self) -> &'static str {
-        "eissd"
-    }
-
     fn jobs(self: Arc<Self>, shared: &Arc<Shared>, shutdown: &CancellationToken) -> Vec<Job> {
         let Some(source) = self.source.lock().expect("source lock").take() else {
             return Vec::new();

@@ -116,10 +116,6 @@ pub struct EmailPlugin {
 
 #[async_trait]
 impl Plugin for EmailPlugin {
-    fn family(&self) -> &'static str {
-        "email"
-    }
-
     /// E-mail to a suppressed address (hard bounce, complaint, unsubscribe) fails here, before
     /// any SMTP session; the rest go on. Not knowing is not sending: with the list unavailable
     /// the batch waits.

@@ -85,10 +85,6 @@ pub(crate) async fn start_mock(
 pub struct JsonHttpPlugin;
 
 impl Plugin for JsonHttpPlugin {
-    fn family(&self) -> &'static str {
-        "json_http"
-    }
-
     fn parse_report(&self, req: &ReportRequest<'_>) -> Result<Report, String> {
         if *req.method != Method::POST {
             return Err(format!(

@@ -47,10 +47,6 @@ fn build(b: &Build<'_>) -> anyhow::Result<Built> {
 pub struct SmsPlugin;
 
 impl Plugin for SmsPlugin {
-    fn family(&self) -> &'static str {
-        "sms"
-    }
-
     /// A long text goes as several segments (GSM 03.38 or UCS-2), each billed and reported.
     fn parts(&self, comm: &Communication) -> u32 {
         let text = comm.content.text.as_deref().unwrap_or_default();
